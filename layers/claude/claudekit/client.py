@@ -1,0 +1,532 @@
+"""The careful Claude client every function shares.
+
+One call goes: caps -> rate limit and budget reservation -> circuit breaker -> retry loop
+(-> one key refresh on 401) -> model fallback on overload -> usage, cost, metrics, logs.
+The client never knows which adapter called it; adapters never talk to the SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import anthropic
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.circuit_breaker import (
+    CircuitBreakerConfig,
+    CircuitBreakerOpenError,
+    circuit_breaker,
+)
+from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+from pydantic import BaseModel, ValidationError
+
+from claudekit import secret
+from claudekit.deadline import Deadline
+from claudekit.errors import (
+    BREAKER_FAILURES,
+    ClaudeError,
+    ConfigurationError,
+    InputTooLarge,
+    SpendLimitReached,
+    StructuredOutputError,
+    UpstreamAuth,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from claudekit.limits import Ledger, Reservation
+from claudekit.retry import call_with_retry, classify
+from claudekit.routing import max_tokens_for, model_for
+from claudekit.settings import Settings, get_settings
+from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
+from claudekit.usage import Price, Usage, cost_usd, price_table
+
+M = TypeVar("M", bound=BaseModel)
+
+CHARS_PER_TOKEN = 4  # a deliberately rough estimate, used only for caps and reservations
+
+
+@dataclass
+class ClaudeRequest:
+    """What a task asks of Claude. `feature` is the metrics dimension, `task` picks the model."""
+
+    feature: str
+    task: str
+    user_id: str
+    prompt: str
+    system: str | None = None
+    max_tokens: int | None = None
+    output_schema: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ClaudeResult:
+    text: str
+    model: str
+    stop_reason: str | None
+    usage: Usage
+    cost_usd: Decimal
+    request_id: str | None
+    attempts: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.stop_reason == "max_tokens"
+
+
+@dataclass
+class Delta:
+    """A piece of streamed text."""
+
+    text: str
+
+
+@dataclass
+class _Attempts:
+    """Upstream attempts of one logical call, across retries and the fallback model."""
+
+    count: int = 0
+
+
+@dataclass
+class _Call:
+    """The SDK parameters for one request, after caps and routing."""
+
+    model: str
+    params: dict[str, Any]
+    input_chars: int
+
+
+class ClaudeClient:
+    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
+        self.settings = settings
+        self.prices = price_table(settings.pricing_json)
+        for model in {settings.model_fast, settings.model_balanced, settings.model_deep, settings.model_fallback}:
+            if model and model not in self.prices:
+                raise ConfigurationError(f"invalid configuration: no price for model {model!r} (PRICING_JSON)")
+        self.ledger = ledger or Ledger(
+            settings.table_name,
+            rate_per_minute=settings.rate_limit_per_minute,
+            daily_budget_usd=settings.daily_budget_usd,
+        )
+        self._breaker_store = CircuitBreakerDynamoDBPersistence(table_name=settings.table_name)
+        self._breaker_config = CircuitBreakerConfig(
+            failure_threshold=settings.breaker_failure_threshold,
+            recovery_timeout=settings.breaker_recovery_seconds,
+            success_threshold=1,
+            handled_exceptions=BREAKER_FAILURES,
+        )
+        self._sdk: anthropic.Anthropic | None = None
+        self._sdk_key: str | None = None
+        self._lock = threading.Lock()
+
+    # ---- public API -------------------------------------------------------------------
+
+    def complete(self, request: ClaudeRequest, deadline: Deadline) -> ClaudeResult:
+        """One non-streaming call with every safeguard; raises ClaudeError."""
+        call = self._prepare(request)
+        reservation = self._admit(request, call)
+        started = time.monotonic()
+        attempts = _Attempts()
+
+        def create(model: str, timeout: float) -> ClaudeResult:
+            return self._create(model, timeout, call.params)
+
+        try:
+            result: ClaudeResult = self._with_fallback(call, deadline, create, attempts)
+        except ClaudeError as exc:
+            self.ledger.release(reservation)
+            self._record_failure(request, call.model, exc, attempts.count)
+            raise
+        result.attempts = attempts.count
+        self._settle(request, reservation, result, latency=time.monotonic() - started)
+        return result
+
+    def complete_structured(
+        self, request: ClaudeRequest, output: type[M], deadline: Deadline, check: Callable[[M], None] | None = None
+    ) -> tuple[M, ClaudeResult]:
+        """Ask for JSON matching `output`, validate it, and allow one repair attempt.
+
+        `check` adds rules the schema cannot say (e.g. exactly N items); it raises ValueError.
+        """
+        request.output_schema = anthropic.transform_schema(output.model_json_schema())
+        result = self.complete(request, deadline)
+        try:
+            return self._validate(output, result.text, check), result
+        except (ValidationError, ValueError) as exc:
+            problem = _describe(exc)
+        logger.warning("structured output invalid; one repair attempt", extra={"feature": request.feature})
+        repair = ClaudeRequest(
+            feature=request.feature,
+            task=request.task,
+            user_id=request.user_id,
+            system=request.system,
+            max_tokens=request.max_tokens,
+            output_schema=request.output_schema,
+            prompt=f"Your previous reply was invalid ({problem}). Reply again with only the corrected JSON.",
+            history=[
+                *request.history,
+                {"role": "user", "content": request.prompt},
+                {"role": "assistant", "content": result.text},
+            ],
+        )
+        second = self.complete(repair, deadline)
+        try:
+            return self._validate(output, second.text, check), second
+        except (ValidationError, ValueError):
+            self._record_failure(request, second.model, StructuredOutputError(), second.attempts)
+            raise StructuredOutputError() from None
+
+    def stream(self, request: ClaudeRequest, deadline: Deadline) -> Iterator[Delta | ClaudeResult]:
+        """Yield Delta pieces as they arrive, then the final ClaudeResult.
+
+        Failures before the first delta are retried like `complete` and raised as ClaudeError
+        before anything is yielded; after it they are raised mid-iteration (never retried:
+        the client already has part of the answer). Closing the generator early closes the
+        upstream connection at once. Usage is recorded on every path.
+        """
+        call = self._prepare(request)
+        reservation = self._admit(request, call)
+        started = time.monotonic()
+        attempts = _Attempts()
+
+        def open_stream(model: str, timeout: float) -> _OpenStream:
+            events = self._client().messages.create(model=model, stream=True, timeout=timeout, **call.params)
+            stream = _OpenStream(events)
+            try:
+                stream.read_until_text()
+            except BaseException:
+                stream.close()
+                raise
+            return stream
+
+        try:
+            upstream: _OpenStream = self._with_fallback(call, deadline, open_stream, attempts)
+        except ClaudeError as exc:
+            self.ledger.release(reservation)
+            self._record_failure(request, call.model, exc, attempts.count)
+            raise
+        first_token = time.monotonic() - started
+        failure: ClaudeError | None = None
+        try:
+            for piece in upstream.pieces(deadline):
+                yield Delta(piece)
+        except ClaudeError as exc:
+            failure = exc
+            raise
+        except Exception as exc:  # an SDK error mid-stream
+            failure = classify(exc)
+            raise failure from exc
+        finally:
+            upstream.close()
+            result = upstream.result(call.model, attempts=attempts.count)
+            extra = {"TimeToFirstToken": (first_token * 1000, MetricUnit.Milliseconds)}
+            extra["StreamDuration"] = ((time.monotonic() - started) * 1000, MetricUnit.Milliseconds)
+            self._settle(request, reservation, result, latency=time.monotonic() - started, extra=extra)
+            if failure is not None:
+                self._record_failure(request, result.model, failure, attempts.count)
+        yield result
+
+    # ---- request building ---------------------------------------------------------------
+
+    def _prepare(self, request: ClaudeRequest) -> _Call:
+        s = self.settings
+        input_chars = len(request.prompt) + len(request.system or "")
+        input_chars += sum(len(str(m.get("content", ""))) for m in request.history)
+        if input_chars > s.max_input_chars:
+            raise InputTooLarge(f"input is {input_chars} characters; the limit is {s.max_input_chars}")
+        model = model_for(request.task, s)
+        params: dict[str, Any] = {
+            "max_tokens": max_tokens_for(request.task, request.max_tokens, s),
+            "messages": [*request.history, {"role": "user", "content": request.prompt}],
+        }
+        if request.system:
+            block: dict[str, Any] = {"type": "text", "text": request.system}
+            # Below the model's minimum cacheable length cache_control silently does nothing.
+            if len(request.system) // CHARS_PER_TOKEN >= self._price(model).min_cache_tokens:
+                block["cache_control"] = {"type": "ephemeral", "ttl": s.cache_ttl}
+            params["system"] = [block]
+        if request.output_schema is not None:
+            params["output_config"] = {"format": {"type": "json_schema", "schema": request.output_schema}}
+        return _Call(model=model, params=params, input_chars=input_chars)
+
+    def _price(self, model: str) -> Price:
+        return self.prices.get(model) or max(self.prices.values(), key=lambda p: p.output)
+
+    def _admit(self, request: ClaudeRequest, call: _Call) -> Reservation:
+        """Reserve the worst case: every input token written to cache, every output token used."""
+        price = self._price(call.model)
+        worst_input = Decimal(call.input_chars // 2 + 1) * max(price.input, price.cache_write_1h)
+        estimate = (worst_input + Decimal(call.params["max_tokens"]) * price.output) / Decimal(1_000_000)
+        return self.ledger.admit(request.user_id, estimate)
+
+    # ---- the call itself ----------------------------------------------------------------
+
+    def _client(self, refresh: bool = False) -> anthropic.Anthropic:
+        """One SDK client per container, rebuilt only when the key changes."""
+        key = secret.get_api_key(
+            self.settings.claude_secret_id, max_age=self.settings.secret_max_age_seconds, refresh=refresh
+        )
+        with self._lock:
+            if self._sdk is None or key != self._sdk_key:
+                self._sdk = anthropic.Anthropic(
+                    api_key=key, base_url=self.settings.anthropic_base_url, max_retries=0, open_telemetry=False
+                )
+                self._sdk_key = key
+            return self._sdk
+
+    def _create(self, model: str, timeout: float, params: dict[str, Any]) -> ClaudeResult:
+        message = self._client().messages.create(model=model, timeout=timeout, **params)
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return ClaudeResult(
+            text=text,
+            model=message.model or model,
+            stop_reason=message.stop_reason,
+            usage=Usage.from_api(message.usage),
+            cost_usd=Decimal(0),
+            request_id=getattr(message, "_request_id", None),
+            attempts=1,
+        )
+
+    def _with_fallback(
+        self, call: _Call, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
+    ) -> Any:
+        """Try the routed model; if it stays unavailable, try the fallback model once."""
+        try:
+            return self._guarded(call.model, deadline, attempt, attempts)
+        except UpstreamUnavailable as exc:
+            fallback = self.settings.model_fallback
+            if isinstance(exc, SpendLimitReached) or not fallback or fallback == call.model or deadline.expired():
+                raise
+            logger.warning("falling back", extra={"model": call.model, "fallback": fallback, "code": exc.code})
+            return self._guarded(fallback, deadline, attempt, attempts)
+
+    def _guarded(
+        self, model: str, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
+    ) -> Any:
+        """The retry loop for one model, inside that model's circuit breaker."""
+
+        def once(timeout: float) -> Any:
+            attempts.count += 1
+            return attempt(model, timeout)
+
+        def retry_loop() -> Any:
+            s = self.settings
+
+            def run() -> Any:
+                return call_with_retry(
+                    once,
+                    deadline=deadline,
+                    max_attempts=s.retry_max_attempts,
+                    base_delay=s.retry_base_delay_seconds,
+                    max_delay=s.retry_max_delay_seconds,
+                    max_attempt_seconds=s.request_timeout_seconds,
+                    on_retry=lambda exc, wait: logger.info(
+                        "retrying", extra={"model": model, "code": exc.code, "wait_seconds": round(wait, 3)}
+                    ),
+                )
+
+            try:
+                return run()
+            except UpstreamAuth:
+                # The key may have been rotated: refresh it once and try once more.
+                logger.error("upstream rejected our API key; refreshing the secret once", extra={"model": model})
+                self._client(refresh=True)
+                try:
+                    return run()
+                except UpstreamAuth:
+                    logger.critical("upstream still rejects the API key: fix the secret", extra={"model": model})
+                    raise
+
+        guarded = circuit_breaker(
+            name=f"claude:{model}", persistence_store=self._breaker_store, config=self._breaker_config
+        )(retry_loop)
+        try:
+            return guarded()
+        except CircuitBreakerOpenError:
+            raise UpstreamUnavailable(
+                "the model service is failing; requests are paused", retry_after=self._breaker_config.recovery_timeout
+            ) from None
+
+    # ---- accounting ---------------------------------------------------------------------
+
+    def _cost(self, result: ClaudeResult) -> Decimal:
+        return cost_usd(result.usage, self._price(result.model), cache_ttl=self.settings.cache_ttl)
+
+    def _settle(
+        self,
+        request: ClaudeRequest,
+        reservation: Reservation,
+        result: ClaudeResult,
+        *,
+        latency: float,
+        extra: dict[str, tuple[float, MetricUnit]] | None = None,
+    ) -> None:
+        result.cost_usd = self._cost(result)
+        self.ledger.settle(reservation, result.usage, result.cost_usd)
+        u = result.usage
+        emit_metrics(
+            self.settings.powertools_metrics_namespace,
+            feature=request.feature,
+            model=result.model,
+            values={
+                "InputTokens": (u.input_tokens, MetricUnit.Count),
+                "OutputTokens": (u.output_tokens, MetricUnit.Count),
+                "CacheReadTokens": (u.cache_read_input_tokens, MetricUnit.Count),
+                "CacheWriteTokens": (u.cache_creation_input_tokens, MetricUnit.Count),
+                "CostUSD": (float(result.cost_usd), MetricUnit.NoUnit),
+                "Latency": (latency * 1000, MetricUnit.Milliseconds),
+                "Retries": (max(0, result.attempts - 1), MetricUnit.Count),
+                **(extra or {}),
+            },
+        )
+        logger.info(
+            "claude call",
+            extra={
+                "feature": request.feature,
+                "model": result.model,
+                "user": hash_user(request.user_id),
+                "stop_reason": result.stop_reason,
+                "attempts": result.attempts,
+                "usage": u.public(),
+                "cost_usd": float(result.cost_usd),
+                "latency_ms": round(latency * 1000),
+            },
+        )
+
+    def _record_failure(self, request: ClaudeRequest, model: str, exc: ClaudeError, attempts: int) -> None:
+        emit_error(self.settings.powertools_metrics_namespace, feature=request.feature, model=model, code=exc.code)
+        log = logger.error if exc.status >= 500 and not isinstance(exc, UpstreamTimeout) else logger.warning
+        log(
+            "claude call failed",
+            extra={
+                "feature": request.feature,
+                "model": model,
+                "user": hash_user(request.user_id),
+                "code": exc.code,
+                "attempts": attempts,
+            },
+        )
+
+    @staticmethod
+    def _validate(output: type[M], text: str, check: Callable[[M], None] | None) -> M:
+        parsed = output.model_validate_json(text)
+        if check is not None:
+            check(parsed)
+        return parsed
+
+
+class _OpenStream:
+    """One upstream SSE stream: tracks text and cumulative usage so a cut stream is still billed."""
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self._iter = iter(events)
+        self._buffer: list[str] = []
+        self.model: str | None = None
+        self.request_id: str | None = getattr(events, "_request_id", None) or getattr(
+            getattr(events, "response", None), "headers", {}
+        ).get("request-id")
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+        self.text_parts: list[str] = []
+        self.finished = False
+
+    def _next_text(self) -> str | None:
+        """Advance to the next text piece; None at the end of the stream."""
+        for event in self._iter:
+            kind = event.type
+            if kind == "message_start":
+                self.model = event.message.model
+                self.usage = Usage.from_api(event.message.usage)
+            elif kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
+                self.text_parts.append(event.delta.text)
+                return str(event.delta.text)
+            elif kind == "message_delta":
+                self.stop_reason = event.delta.stop_reason
+                delta_usage = Usage.from_api(event.usage)
+                # message_delta usage is cumulative; keep input-side numbers from message_start if absent.
+                self.usage.output_tokens = delta_usage.output_tokens
+                for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+                    if getattr(delta_usage, name):
+                        setattr(self.usage, name, getattr(delta_usage, name))
+            elif kind == "message_stop":
+                self.finished = True
+        if not self.finished:
+            raise UpstreamServerError("the model stream ended before it was complete")
+        return None
+
+    def read_until_text(self) -> None:
+        """Pull events until the first text arrives, so failures before it can still be retried."""
+        piece = self._next_text()
+        if piece is not None:
+            self._buffer.append(piece)
+
+    def pieces(self, deadline: Deadline) -> Iterator[str]:
+        yield from self._buffer
+        self._buffer.clear()
+        while not self.finished:
+            if deadline.expired():
+                raise UpstreamTimeout("the stream ran out of time")
+            piece = self._next_text()
+            if piece is None:
+                return
+            yield piece
+
+    def close(self) -> None:
+        # Closing a broken connection may fail; there is nothing more to do then.
+        with contextlib.suppress(Exception):
+            self._events.close()
+
+    def result(self, model: str, *, attempts: int) -> ClaudeResult:
+        text = "".join(self.text_parts)
+        if not self.finished and self.usage.output_tokens == 0 and text:
+            # The stream was cut before any usage arrived: bill what we saw, estimated.
+            self.usage.output_tokens = max(1, len(text) // CHARS_PER_TOKEN)
+        return ClaudeResult(
+            text=text,
+            model=self.model or model,
+            stop_reason=self.stop_reason,
+            usage=self.usage,
+            cost_usd=Decimal(0),
+            request_id=self.request_id,
+            attempts=attempts,
+        )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'root'}: {e['msg']}" for e in exc.errors()[:5])
+    return str(exc)[:200]
+
+
+_default: ClaudeClient | None = None
+_default_lock = threading.Lock()
+
+
+def get_client() -> ClaudeClient:
+    """The container's client, built on first use from the environment's settings."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ClaudeClient(get_settings())
+        return _default
+
+
+def reset_client() -> None:
+    """Forget the container's client (tests and the local stack change settings)."""
+    global _default
+    with _default_lock:
+        _default = None
+    get_settings.cache_clear()
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), default=str)

@@ -1,0 +1,113 @@
+"""The error hierarchy every adapter maps to HTTP, SSE or SQS outcomes.
+
+Each error carries the public `code`, the HTTP `status`, whether another attempt
+could succeed (`retryable`) and how long to wait first (`retry_after`). Messages
+are safe to show to callers: never an upstream body, a prompt or the key.
+"""
+
+from __future__ import annotations
+
+
+class ClaudeError(Exception):
+    code = "INTERNAL_ERROR"
+    status = 500
+    retryable = False
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, retry_after={self.retry_after!r})"
+
+
+class InternalError(ClaudeError):
+    """A bug or a broken dependency on our side; never used for bad input."""
+
+
+class ConfigurationError(InternalError):
+    """The deployment is misconfigured (settings, secret). Fails loudly at init."""
+
+    default_message = "service is misconfigured"
+
+
+class InvalidRequest(ClaudeError):
+    code = "VALIDATION_ERROR"
+    status = 422
+    default_message = "request is invalid"
+
+
+class InputTooLarge(ClaudeError):
+    code = "INPUT_TOO_LARGE"
+    status = 413
+    default_message = "input is too large"
+
+
+class RateLimited(ClaudeError):
+    code = "RATE_LIMITED"
+    status = 429
+    default_message = "too many requests; retry later"
+
+
+class BudgetExceeded(ClaudeError):
+    code = "BUDGET_EXCEEDED"
+    status = 429
+    default_message = "daily budget exhausted"
+
+
+class UpstreamError(ClaudeError):
+    """Claude answered with something we cannot use."""
+
+    code = "UPSTREAM_ERROR"
+    status = 502
+    default_message = "the model service returned an error"
+
+
+class UpstreamServerError(UpstreamError):
+    """A 5xx (other than overload) or a malformed response: worth another attempt."""
+
+    retryable = True
+
+
+class UpstreamRejected(UpstreamError):
+    """Upstream refused the request as built (400/404/422): retrying cannot help."""
+
+
+class StructuredOutputError(UpstreamError):
+    default_message = "the model did not return valid structured output"
+
+
+class UpstreamAuth(UpstreamError):
+    """Upstream 401/403: our key is wrong or revoked. An operator must act."""
+
+    code = "UPSTREAM_AUTH"
+    default_message = "the model service rejected our credentials"
+
+
+class UpstreamUnavailable(ClaudeError):
+    """Overloaded, rate limited upstream, unreachable, or the circuit is open."""
+
+    code = "UPSTREAM_UNAVAILABLE"
+    status = 503
+    retryable = True
+    default_message = "the model service is unavailable; retry later"
+
+
+class SpendLimitReached(UpstreamUnavailable):
+    """The organisation's spend limit: retrying before an operator acts only burns time."""
+
+    retryable = False
+    default_message = "the model service is unavailable; an operator has been alerted"
+
+
+class UpstreamTimeout(ClaudeError):
+    code = "UPSTREAM_TIMEOUT"
+    status = 504
+    retryable = True
+    default_message = "the model service did not answer in time"
+
+
+# Failures that say something about upstream health; these count toward the circuit breaker.
+BREAKER_FAILURES: tuple[type[ClaudeError], ...] = (UpstreamServerError, UpstreamUnavailable, UpstreamTimeout)

@@ -1,0 +1,109 @@
+"""One typed settings model, parsed once per container from the environment.
+
+Bad configuration fails at init with a message that names the variable, so a
+misconfigured deploy breaks on its first cold start rather than on some request.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from claudekit.errors import ConfigurationError
+
+Tier = Literal["fast", "balanced", "deep"]
+TaskName = Literal["generate", "analyze", "reason", "summarize", "extract", "classify", "ideas"]
+
+DEFAULT_TASK_TIERS: dict[str, Tier] = {
+    "classify": "fast",
+    "extract": "fast",
+    "summarize": "fast",
+    "ideas": "balanced",
+    "generate": "balanced",
+    "analyze": "deep",
+    "reason": "deep",
+}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the environment variable names the template sets."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Powertools reads its own variables; we keep the service name for logs and metrics.
+    powertools_service_name: str = "claude-kit"
+    powertools_metrics_namespace: str = "ClaudeKit"
+
+    # Upstream
+    claude_secret_id: str = Field(min_length=1, description="Secrets Manager id or ARN of the API key")
+    secret_max_age_seconds: int = Field(300, ge=0, le=86_400)
+    anthropic_base_url: str | None = None
+
+    # Models: task -> tier -> model id. Ids are configuration, never literals in code.
+    model_fast: str = "claude-haiku-5-5"
+    model_balanced: str = "claude-sonnet-5-5"
+    model_deep: str = "claude-opus-5-5"
+    # Used when the routed model stays overloaded after retries; empty disables fallback.
+    model_fallback: str = "claude-haiku-5-5"
+    task_tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TASK_TIERS))
+
+    # Request caps, enforced before any network call.
+    max_tokens_ceiling: int = Field(4096, ge=1, le=128_000)
+    max_input_chars: int = Field(100_000, ge=1)
+    cache_ttl: Literal["5m", "1h"] = "5m"
+
+    # Retry and deadline
+    retry_max_attempts: int = Field(3, ge=1, le=10)
+    retry_base_delay_seconds: float = Field(0.5, ge=0)
+    retry_max_delay_seconds: float = Field(8.0, ge=0)
+    deadline_margin_seconds: float = Field(1.0, ge=0)
+    # Upper bound on one upstream attempt when the Lambda deadline is further away.
+    request_timeout_seconds: float = Field(60.0, gt=0)
+
+    # Circuit breaker (Powertools, state in DynamoDB)
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_recovery_seconds: int = Field(30, ge=1)
+
+    # Per-user limits
+    rate_limit_per_minute: int = Field(20, ge=0)
+    daily_budget_usd: float = Field(1.0, ge=0)
+
+    # Resources
+    table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
+    jobs_queue_url: str | None = None
+    batch_max_concurrency: int = Field(4, ge=1, le=32)
+
+    # Pricing overrides: JSON object {model_id: {input, output, ...}} per million tokens.
+    pricing_json: str | None = None
+
+    # Logging of content is off by default; never turn it on in production.
+    log_content: bool = False
+
+    @field_validator("task_tiers", mode="before")
+    @classmethod
+    def _tiers_from_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {**DEFAULT_TASK_TIERS, **json.loads(value)}
+        return value
+
+    def model_for_tier(self, tier: Tier) -> str:
+        return {"fast": self.model_fast, "balanced": self.model_balanced, "deep": self.model_deep}[tier]
+
+
+def load_settings() -> Settings:
+    """Parse the environment; raise ConfigurationError naming each bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        names = ", ".join(f"{str(err['loc'][0]).upper()} ({err['msg']})" for err in exc.errors() if err.get("loc"))
+        raise ConfigurationError(f"invalid configuration: {names}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The container's settings, parsed on first use and then reused."""
+    return load_settings()

@@ -1,0 +1,51 @@
+"""One Logger and Tracer per container, and per-call metrics with only feature and model dimensions.
+
+Nothing here ever receives prompt or completion text; user ids are hashed before logging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+logger = Logger()
+tracer = Tracer()
+
+
+def hash_user(user_id: str) -> str:
+    """A stable pseudonym for logs and keys: joinable across lines, not reversible to the id."""
+    return hashlib.sha256(f"claude-kit:{user_id}".encode()).hexdigest()[:16]
+
+
+def emit_metrics(
+    namespace: str,
+    *,
+    feature: str,
+    model: str,
+    values: Mapping[str, tuple[float, MetricUnit]],
+) -> None:
+    """Write one EMF record now.
+
+    A fresh provider per call keeps concurrent calls (batch records in threads) from mixing
+    dimensions, and service="" keeps Powertools from adding a third dimension.
+    """
+    emf = AmazonCloudWatchEMFProvider(namespace=namespace, service="")
+    emf.add_dimension(name="feature", value=feature)
+    emf.add_dimension(name="model", value=model)
+    for name, (value, unit) in values.items():
+        emf.add_metric(name=name, unit=unit, value=value)
+    emf.flush_metrics()
+
+
+def emit_error(namespace: str, *, feature: str, model: str, code: str) -> None:
+    """Errors by code: the code is a metric name suffix so dimensions stay feature and model."""
+    emit_metrics(
+        namespace,
+        feature=feature,
+        model=model,
+        values={"Errors": (1, MetricUnit.Count), f"Errors_{code}": (1, MetricUnit.Count)},
+    )
