@@ -150,17 +150,14 @@ class ClaudeClient:
         return result
 
     def complete_structured(
-        self, request: ClaudeRequest, output: type[M], deadline: Deadline, check: Callable[[M], None] | None = None
+        self, request: ClaudeRequest, output: type[M], deadline: Deadline
     ) -> tuple[M, ClaudeResult]:
-        """Ask for JSON matching `output`, validate it, and allow one repair attempt.
-
-        `check` adds rules the schema cannot say (e.g. exactly N items); it raises ValueError.
-        """
+        """Ask for JSON matching `output`, validate it with pydantic, and allow one repair attempt."""
         request.output_schema = anthropic.transform_schema(output.model_json_schema())
         result = self.complete(request, deadline)
         try:
-            return self._validate(output, result.text, check), result
-        except (ValidationError, ValueError) as exc:
+            return output.model_validate_json(result.text), result
+        except ValidationError as exc:
             problem = _describe(exc)
         logger.warning("structured output invalid; one repair attempt", extra={"feature": request.feature})
         repair = ClaudeRequest(
@@ -179,8 +176,8 @@ class ClaudeClient:
         )
         second = self.complete(repair, deadline)
         try:
-            return self._validate(output, second.text, check), second
-        except (ValidationError, ValueError):
+            return output.model_validate_json(second.text), second
+        except ValidationError:
             self._record_failure(request, second.model, StructuredOutputError(), second.attempts)
             raise StructuredOutputError() from None
 
@@ -415,13 +412,6 @@ class ClaudeClient:
             },
         )
 
-    @staticmethod
-    def _validate(output: type[M], text: str, check: Callable[[M], None] | None) -> M:
-        parsed = output.model_validate_json(text)
-        if check is not None:
-            check(parsed)
-        return parsed
-
 
 class _OpenStream:
     """One upstream SSE stream: tracks text and cumulative usage so a cut stream is still billed."""
@@ -501,10 +491,8 @@ class _OpenStream:
         )
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'root'}: {e['msg']}" for e in exc.errors()[:5])
-    return str(exc)[:200]
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'root'}: {e['msg']}" for e in exc.errors()[:5])
 
 
 _default: ClaudeClient | None = None

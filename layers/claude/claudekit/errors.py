@@ -39,6 +39,19 @@ class InvalidRequest(ClaudeError):
     default_message = "request is invalid"
 
 
+class MalformedRequest(InvalidRequest):
+    """The body is not JSON at all."""
+
+    status = 400
+    default_message = "body is not valid JSON"
+
+
+class NotFound(ClaudeError):
+    code = "NOT_FOUND"
+    status = 404
+    default_message = "not found"
+
+
 class InputTooLarge(ClaudeError):
     code = "INPUT_TOO_LARGE"
     status = 413

@@ -1,0 +1,123 @@
+"""HTTP glue shared by the REST functions: one place maps errors to responses.
+
+Every error leaves as `{"error": {"code", "message", "request_id"}}` with the status
+the contract names, `Retry-After` where waiting helps, and `X-Request-Id` always.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from claudekit.client import ClaudeResult
+from claudekit.deadline import Deadline
+from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound
+from claudekit.settings import get_settings
+from claudekit.telemetry import logger, tracer
+
+
+def request_id(app: APIGatewayRestResolver) -> str:
+    return str(app.current_event.request_context.request_id or "")
+
+
+def caller(app: APIGatewayRestResolver) -> str:
+    """The authorizer's identity (Cognito `sub`). Never a body field or a client header."""
+    claims = app.current_event.request_context.authorizer.claims or {}
+    sub = claims.get("sub")
+    if not sub:
+        # The API's authorizer guarantees a sub; without one the deployment is broken.
+        raise ClaudeError("request has no authenticated identity")
+    return str(sub)
+
+
+def deadline(app: APIGatewayRestResolver) -> Deadline:
+    return Deadline.from_context(app.lambda_context, get_settings().deadline_margin_seconds)
+
+
+def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], status: int = 200) -> Response[str]:
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(data, separators=(",", ":")),
+        headers={"X-Request-Id": request_id(app)},
+    )
+
+
+def result_fields(result: ClaudeResult) -> dict[str, Any]:
+    """The fields every Claude-backed response shares."""
+    return {"model": result.model, "usage": result.usage.public(), "cost_usd": float(result.cost_usd)}
+
+
+def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for a REST function: correlation id in logs, a trace, then the router."""
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+    @tracer.capture_lambda_handler
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return app.resolve(event, context)
+
+    return handler
+
+
+def error_body(exc: ClaudeError, rid: str) -> dict[str, Any]:
+    return {"error": {"code": exc.code, "message": exc.message, "request_id": rid}}
+
+
+def error_headers(exc: ClaudeError, rid: str) -> dict[str, str]:
+    headers = {"X-Request-Id": rid}
+    if exc.retry_after is not None and exc.status in (429, 503, 504):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return headers
+
+
+def _error(app: APIGatewayRestResolver, exc: ClaudeError) -> Response[str]:
+    rid = request_id(app)
+    return Response(
+        status_code=exc.status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(error_body(exc, rid), separators=(",", ":")),
+        headers=error_headers(exc, rid),
+    )
+
+
+def validation_error(errors: list[Any]) -> InvalidRequest:
+    """A readable summary of what is wrong, without echoing the input back."""
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return MalformedRequest()
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return InvalidRequest("; ".join(parts))
+
+
+def create_app() -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response[str]:
+        return _error(app, validation_error(list(exc.errors())))
+
+    @app.exception_handler(ClaudeError)
+    def _claude(exc: ClaudeError) -> Response[str]:
+        return _error(app, exc)
+
+    @app.not_found
+    def _not_found(_: Exception) -> Response[str]:
+        return _error(app, NotFound("no such route"))
+
+    @app.exception_handler(Exception)
+    def _bug(exc: Exception) -> Response[str]:
+        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        return _error(app, ClaudeError())
+
+    return app
