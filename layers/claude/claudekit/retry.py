@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import anthropic
+import httpx2
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from claudekit.deadline import Deadline
@@ -91,6 +92,11 @@ def classify(exc: BaseException) -> ClaudeError:
         if status == 409 or status >= 500:
             return UpstreamServerError(retry_after=retry_after)
         return UpstreamRejected()
+    if isinstance(exc, httpx2.TimeoutException):
+        return UpstreamTimeout()
+    if isinstance(exc, httpx2.TransportError):
+        # Raised by a stream cut mid-body: the SDK does not wrap errors while iterating.
+        return UpstreamServerError("the connection to the model service broke")
     if isinstance(exc, anthropic.APIResponseValidationError | json.JSONDecodeError):
         return UpstreamServerError("the model service returned a malformed response")
     if isinstance(exc, anthropic.APIError):
