@@ -43,7 +43,7 @@ class LocalAws:
     environment: dict[str, str] = field(default_factory=dict)  # the functions' variables, resolved
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)  # type: ignore[call-overload]
 
     def stop(self) -> None:
         self.server.stop()
