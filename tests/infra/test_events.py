@@ -1,0 +1,67 @@
+"""events/*.json: `sam local invoke` inputs shaped as API Gateway and SQS send them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+API_EVENTS = {
+    "generate.json": ("POST", "/generate"),
+    "classify.json": ("POST", "/classify"),
+    "ideas.json": ("POST", "/ideas"),
+    "stream.json": ("POST", "/stream"),
+    "jobs-post.json": ("POST", "/jobs"),
+    "jobs-get.json": ("GET", "/jobs/{id}"),
+    "usage.json": ("GET", "/usage"),
+}
+
+
+def load(name: str) -> Any:
+    return json.loads((ROOT / "events" / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("name", "route"), sorted(API_EVENTS.items()))
+def test_api_event_matches_its_route(name: str, route: tuple[str, str]) -> None:
+    event = load(name)
+    method, resource = route
+    assert (event["httpMethod"], event["resource"]) == route
+    assert event["requestContext"]["resourcePath"] == resource
+    assert event["requestContext"]["httpMethod"] == method
+    assert event["requestContext"]["stage"] == "v1"
+    assert event["isBase64Encoded"] is False
+    claims = event["requestContext"]["authorizer"]["claims"]
+    uuid.UUID(claims["sub"])
+    assert "@" in claims["email"]
+    if method == "POST":
+        assert isinstance(json.loads(event["body"]), dict)
+    else:
+        assert event["body"] is None
+    if "{id}" in resource:
+        assert event["path"] == resource.replace("{id}", event["pathParameters"]["id"])
+    else:
+        assert event["path"] == resource
+
+
+def test_bodies_follow_the_contract() -> None:
+    assert "prompt" in json.loads(load("generate.json")["body"])
+    classify = json.loads(load("classify.json")["body"])
+    assert classify["labels"]
+    assert len(set(classify["labels"])) == len(classify["labels"])
+    assert 1 <= json.loads(load("ideas.json")["body"])["count"] <= 10
+    items = json.loads(load("jobs-post.json")["body"])["items"]
+    assert items
+    assert all({"task", "input"} <= item.keys() for item in items)
+
+
+def test_batch_event_carries_a_job_message() -> None:
+    (record,) = load("batch.json")["Records"]
+    assert record["eventSource"] == "aws:sqs"
+    assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
+    message = json.loads(record["body"])
+    assert {"job_id", "user", "task", "input"} <= message.keys()
