@@ -8,6 +8,7 @@ Secrets Manager secret it declares is created in moto, and the functions' enviro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ def start(
     `parameters` override template parameter defaults, as `sam deploy --parameter-overrides`.
     """
     os.environ.update({k: os.environ.get(k, v) for k, v in FAKE_CREDENTIALS.items()})
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound_port = server.get_host_and_port()

@@ -63,6 +63,12 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
     @tracer.capture_lambda_handler
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # The API speaks only JSON: parse every body as JSON, whatever Content-Type says
+        # (curl -d sends form encoding), so a bad body is a clear 400, not a confusing 422.
+        for key in ("headers", "multiValueHeaders"):
+            headers = {k: v for k, v in (event.get(key) or {}).items() if k.lower() != "content-type"}
+            headers["content-type"] = "application/json" if key == "headers" else ["application/json"]
+            event[key] = headers
         return app.resolve(event, context)
 
     return handler

@@ -7,6 +7,7 @@ before calling Claude, and settles to the real cost afterwards.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,9 +45,18 @@ class Ledger:
     """Usage counters in the state table: `usage#<user>#<day>` and `rate#<user>#<minute>`."""
 
     def __init__(self, table_name: str, *, rate_per_minute: int, daily_budget_usd: float) -> None:
-        self._table = boto3.resource("dynamodb").Table(table_name)
+        self._table_name = table_name
+        self._local = threading.local()
         self.rate_per_minute = rate_per_minute
         self.daily_budget = Decimal(str(daily_budget_usd))
+
+    @property
+    def _table(self) -> Any:
+        """boto3 resources are not thread-safe: one per thread (batch records run in threads)."""
+        table = getattr(self._local, "table", None)
+        if table is None:
+            table = self._local.table = boto3.resource("dynamodb").Table(self._table_name)
+        return table
 
     def admit(self, user_id: str, estimate_usd: Decimal, now: float | None = None) -> Reservation:
         """Count one request against the minute window and reserve `estimate_usd` of today's budget."""

@@ -1,0 +1,255 @@
+"""An API Gateway stand-in: HTTP requests in, REST API proxy events to the handlers, responses out.
+
+Routes come from template.yaml's Api events, so the local stack serves exactly what deploys.
+Zip functions get a proxy event (authorizer claims from `X-User-Id`); a function behind the
+Lambda Web Adapter gets the raw request with the `x-amzn-request-context` header LWA adds.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = "v1"
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+DEFAULT_USER = "local-user"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # as in the template, e.g. /jobs/{id}
+    function: str  # logical id
+    handler: Callable[[dict[str, Any], Any], Any] | None = None  # a zip function's handler
+    asgi: ASGIApp | None = None  # a web-adapter function's app
+    timeout: float = 30.0
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method:
+            return None
+        pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
+        found = re.match(pattern, path)
+        return found.groupdict() if found else None
+
+
+class LambdaContext:
+    """What a handler may read from its context, with a real countdown to the timeout."""
+
+    def __init__(self, function_name: str, timeout: float, memory_mb: int = 512) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = memory_mb
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_module(path: Path, name: str) -> Any:
+    """Import a function's module by path: every function has an app.py, so names must differ."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def routes_from_template(doc: dict[str, Any], default_timeout: float) -> list[Route]:
+    routes: list[Route] = []
+    for logical, resource in doc.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource["Properties"]
+        api_events = [e["Properties"] for e in props.get("Events", {}).values() if e.get("Type") == "Api"]
+        if not api_events:
+            continue
+        code = ROOT / props["CodeUri"]
+        handler_name = str(props.get("Handler", "app.handler"))
+        timeout = float(props["Timeout"]) if isinstance(props.get("Timeout"), int | float) else default_timeout
+        module = load_module(code / "app.py", f"fn_{logical}")
+        for event in api_events:
+            route = Route(method=event["Method"].upper(), path=event["Path"], function=logical, timeout=timeout)
+            if handler_name.endswith(".sh"):  # behind the Lambda Web Adapter: an ASGI app
+                if not hasattr(module, "app"):
+                    raise RuntimeError(f"{code}/app.py must define the ASGI `app` that run.sh serves")
+                route.asgi = module.app
+            else:
+                route.handler = getattr(module, handler_name.split(".")[-1])
+            routes.append(route)
+    return routes
+
+
+def request_context(route: Route, method: str, path: str, user: str, request_id: str, source_ip: str) -> dict[str, Any]:
+    return {
+        "resourcePath": route.path,
+        "httpMethod": method,
+        "path": f"/{STAGE}{path}",
+        "stage": STAGE,
+        "requestId": request_id,
+        "requestTimeEpoch": int(time.time() * 1000),
+        "accountId": "123456789012",
+        "apiId": "local",
+        "protocol": "HTTP/1.1",
+        "identity": {"sourceIp": source_ip},
+        "authorizer": {"claims": {"sub": user, "cognito:username": user}},
+    }
+
+
+def proxy_event(
+    route: Route,
+    params: dict[str, str],
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    query: dict[str, list[str]],
+    body: bytes,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """A REST API (v1) proxy integration event, as `sam local generate-event apigateway aws-proxy`."""
+    try:
+        text: str | None = body.decode() if body else None
+        encoded = False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    return {
+        "resource": route.path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": params or None,
+        "stageVariables": None,
+        "requestContext": context,
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+class ApiGatewayShim:
+    """The ASGI app `make run` serves."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request_id = str(uuid.uuid4())
+        matched = [(r, p) for r in self.routes if (p := r.match(method, path)) is not None]
+        if not matched:
+            known = any(r.match(r.method, path) is not None for r in self.routes)
+            status, code = (405, "METHOD_NOT_ALLOWED") if known else (404, "NOT_FOUND")
+            await _send_json(send, status, _error(code, f"no route for {method} {path}", request_id), request_id)
+            return
+        route, params = matched[0]
+        # Locally the caller picks the identity; deployed, the Cognito authorizer sets it.
+        user = headers.get("x-user-id") or DEFAULT_USER
+        client = scope.get("client") or ("127.0.0.1", 0)
+        context = request_context(route, method, path, user, request_id, str(client[0]))
+
+        if route.asgi is not None:
+            # What the Lambda Web Adapter does: pass the request through with the API context attached.
+            raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-amzn-request-context"]
+            raw.append((b"x-amzn-request-context", json.dumps(context).encode()))
+            await route.asgi({**scope, "headers": raw}, receive, send)
+            return
+
+        body = await _read_body(receive)
+        if body is None:
+            await _send_json(send, 413, _error("INPUT_TOO_LARGE", "body exceeds 10 MB", request_id), request_id)
+            return
+        query: dict[str, list[str]] = {}
+        for pair in scope.get("query_string", b"").decode().split("&"):
+            if pair:
+                key, _, value = pair.partition("=")
+                query.setdefault(key, []).append(value)
+        event = proxy_event(route, params, method, path, headers, query, body, context)
+        lambda_context = LambdaContext(route.function, route.timeout)
+        assert route.handler is not None
+        try:
+            result = await run_in_threadpool(route.handler, event, lambda_context)
+        except Exception:
+            # Lambda would report a failed invocation; API Gateway answers 502.
+            await _send_json(send, 502, _error("INTERNAL_ERROR", "the function failed", request_id), request_id)
+            return
+        await _send_result(send, result)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _error(code: str, message: str, request_id: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _send_result(send: Send, result: dict[str, Any]) -> None:
+    """Turn a proxy integration result into the HTTP response."""
+    headers: list[tuple[bytes, bytes]] = []
+    for key, value in (result.get("headers") or {}).items():
+        headers.append((key.lower().encode(), str(value).encode()))
+    for key, values in (result.get("multiValueHeaders") or {}).items():
+        if key.lower().encode() not in {k for k, _ in headers}:
+            headers.extend((key.lower().encode(), str(v).encode()) for v in values)
+    body = result.get("body") or ""
+    data = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+    await send({"type": "http.response.start", "status": int(result.get("statusCode", 200)), "headers": headers})
+    await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,165 @@
+"""`make run`: the whole stack on 127.0.0.1, no AWS account and no Docker.
+
+- AWS: moto on loopback, with the resources template.yaml declares (local.aws).
+- Claude: the built-in simulator, unless ANTHROPIC_BASE_URL (+ ANTHROPIC_API_KEY) points elsewhere.
+- HTTP: an API Gateway stand-in on $PORT (default 3000) serving the template's routes (local.shim).
+- SQS: the template's SQS event sources run in-process, so a posted job is processed here.
+
+Limits mirror the template parameters: RATE_LIMIT_PER_MINUTE and DAILY_BUDGET_USD (and any other
+parameter by its variable name, e.g. MODEL_FAST) are read from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from local import aws
+from local.shim import ROOT, ApiGatewayShim, load_module, routes_from_template
+from local.simulator import Latency, Simulator
+
+SIM_KEY = "sk-local-simulator"
+# In Lambda the layer is on the path as /opt/python; locally it is this folder.
+sys.path.insert(0, str(ROOT / "layers" / "claude"))
+# Template parameter -> the environment variable a developer sets to change it locally.
+PARAMETER_ENV = {
+    "RateLimitPerMinute": "RATE_LIMIT_PER_MINUTE",
+    "DailyBudgetUsd": "DAILY_BUDGET_USD",
+    "MaxTokensCeiling": "MAX_TOKENS_CEILING",
+    "MaxInputChars": "MAX_INPUT_CHARS",
+    "ModelFast": "MODEL_FAST",
+    "ModelBalanced": "MODEL_BALANCED",
+    "ModelDeep": "MODEL_DEEP",
+    "ModelFallback": "MODEL_FALLBACK",
+    "LogLevel": "LOG_LEVEL",
+}
+
+
+class Stack:
+    """Everything `make run` starts, in the order it must stop."""
+
+    def __init__(self, *, host: str, port: int, sim_latency: Latency | None = None) -> None:
+        self.host, self.port = host, port
+        self.sim_latency = sim_latency or Latency(ttft=0.05, tokens_per_second=400)
+        self.simulator: Simulator | None = None
+        self.local_aws: aws.LocalAws | None = None
+        self.consumers: list[Any] = []
+        self.server: uvicorn.Server | None = None
+
+    def start(self) -> uvicorn.Server:
+        base_url = os.environ.get("ANTHROPIC_BASE_URL")
+        api_key = os.environ.get("ANTHROPIC_API_KEY", SIM_KEY)
+        if not base_url:
+            self.simulator = Simulator(host="127.0.0.1", port=0, latency=self.sim_latency, api_key=SIM_KEY).start()
+            base_url, api_key = self.simulator.url, SIM_KEY
+        overrides = {name: os.environ[var] for name, var in PARAMETER_ENV.items() if os.environ.get(var)}
+        self.local_aws = aws.start(api_key=api_key, parameters=overrides)
+        os.environ["AWS_ENDPOINT_URL"] = self.local_aws.endpoint
+        os.environ.update(self.local_aws.environment)
+        os.environ["ANTHROPIC_BASE_URL"] = base_url
+        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon locally
+
+        doc = aws.load_template()
+        timeout = float(doc.get("Parameters", {}).get("FunctionTimeout", {}).get("Default", 30))
+        routes = routes_from_template(doc, timeout)
+        self._start_consumers(doc, timeout)
+        config = uvicorn.Config(
+            ApiGatewayShim(routes), host=self.host, port=self.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        return self.server
+
+    def _start_consumers(self, doc: dict[str, Any], default_timeout: float) -> None:
+        """Emulate Lambda's SQS event source mapping for each SQS event in the template."""
+        try:
+            from local.consumer import SqsEventSource  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:  # the jobs feature is optional for the HTTP routes
+            return
+        assert self.local_aws is not None
+        for logical, resource in doc.get("Resources", {}).items():
+            if resource.get("Type") != "AWS::Serverless::Function":
+                continue
+            props = resource["Properties"]
+            for event in props.get("Events", {}).values():
+                if event.get("Type") != "SQS":
+                    continue
+                queue = event["Properties"]["Queue"]["Fn::GetAtt"]
+                queue_logical = queue[0] if isinstance(queue, list) else str(queue).split(".")[0]
+                module = load_module(ROOT / props["CodeUri"] / "app.py", f"fn_{logical}")
+                timeout = props.get("Timeout")
+                source = SqsEventSource(
+                    module.handler,
+                    self.local_aws.physical[queue_logical],
+                    self.local_aws.arns[queue_logical],
+                    endpoint_url=self.local_aws.endpoint,
+                    batch_size=int(event["Properties"].get("BatchSize", 10)),
+                    max_concurrency=2,
+                    function_timeout=float(timeout) if isinstance(timeout, int | float) else default_timeout,
+                )
+                source.start()
+                self.consumers.append(source)
+
+    def stop(self) -> None:
+        for consumer in self.consumers:
+            consumer.stop()
+        if self.local_aws is not None:
+            self.local_aws.stop()
+        if self.simulator is not None:
+            self.simulator.stop()
+
+
+def banner(url: str, upstream: str) -> str:
+    return f"""
+Claude kit local stack on {url}  (upstream: {upstream}; AWS: moto; Ctrl-C stops)
+
+  curl -s {url}/generate -H 'content-type: application/json' -d '{{"prompt": "Write a haiku about retries"}}'
+  curl -s {url}/classify -H 'content-type: application/json' \\
+       -d '{{"text": "The parcel arrived broken", "labels": ["positive", "negative", "neutral"]}}'
+  curl -s {url}/ideas -H 'content-type: application/json' -d '{{"topic": "serverless cost control", "count": 3}}'
+  curl -N {url}/stream -H 'content-type: application/json' -d '{{"prompt": "Explain backoff with jitter"}}'
+  curl -s {url}/jobs -H 'content-type: application/json' \\
+       -d '{{"items": [{{"task": "summarize", "input": "Long text to summarise..."}}]}}'
+  curl -s {url}/usage -H 'X-User-Id: alice'
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    args = parser.parse_args(argv)
+
+    stack = Stack(host=args.host, port=args.port)
+    server = stack.start()
+    upstream = "simulator " + stack.simulator.url if stack.simulator else os.environ["ANTHROPIC_BASE_URL"]
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started:
+            print(banner(f"http://{args.host}:{args.port}", upstream), flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+
+    def shutdown(signum: int, _frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    try:
+        server.run()
+    finally:
+        stack.stop()
+        print("stopped", flush=True)
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
