@@ -66,7 +66,10 @@ class Ledger:
         day = _today(now)
         limit = self.daily_budget - estimate_usd
         if limit < 0:
-            raise BudgetExceeded("this request could cost more than the daily budget allows")
+            raise BudgetExceeded(
+                "this request could cost more than the whole daily budget; lower max_tokens",
+                retry_after=_seconds_to_midnight(now),
+            )
         try:
             self._table.update_item(
                 Key={"id": f"usage#{user_key}#{day}"},
