@@ -85,9 +85,12 @@ class Settings(BaseSettings):
 
     @field_validator("task_tiers", mode="before")
     @classmethod
-    def _tiers_from_json(cls, value: object) -> object:
+    def _tiers_over_defaults(cls, value: object) -> object:
+        """TASK_TIERS='{"summarize": "deep"}' changes one task and keeps the others."""
         if isinstance(value, str):
-            return {**DEFAULT_TASK_TIERS, **json.loads(value)}
+            value = json.loads(value)
+        if isinstance(value, dict):
+            return {**DEFAULT_TASK_TIERS, **value}
         return value
 
     def model_for_tier(self, tier: Tier) -> str:
