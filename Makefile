@@ -45,6 +45,9 @@ validate: $(SAM_VENV)/.installed
 
 build: validate
 	PYENV_VERSION=$(SAM_PYTHON) $(SAM) build --region us-east-1
+	# Ship bytecode: Lambda's /opt and /var/task are read-only, so without .pyc files every cold
+	# start compiles the SDKs again (see docs/benchmarks.md). unchecked-hash: zip mtimes do not matter.
+	PYENV_VERSION=$(SAM_PYTHON) python3.13 -m compileall -q -j 0 --invalidation-mode unchecked-hash .aws-sam/build
 	$(MAKE) check-arch
 
 check-arch: venv

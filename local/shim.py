@@ -22,6 +22,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 ROOT = Path(__file__).resolve().parent.parent
+LAYER = ROOT / "layers" / "claude"
+# In Lambda the layer is on the path as /opt/python; locally it is this folder.
+if str(LAYER) not in sys.path:
+    sys.path.insert(0, str(LAYER))
 STAGE = "v1"
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 DEFAULT_USER = "local-user"

@@ -26,8 +26,6 @@ from local.shim import ROOT, ApiGatewayShim, load_module, routes_from_template
 from local.simulator import Latency, Simulator
 
 SIM_KEY = "sk-local-simulator"
-# In Lambda the layer is on the path as /opt/python; locally it is this folder.
-sys.path.insert(0, str(ROOT / "layers" / "claude"))
 # Template parameter -> the environment variable a developer sets to change it locally.
 PARAMETER_ENV = {
     "RateLimitPerMinute": "RATE_LIMIT_PER_MINUTE",
