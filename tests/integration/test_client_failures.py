@@ -38,7 +38,9 @@ def test_success_reports_usage_cost_and_metrics(client: ClaudeClient, sim: Simul
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     out = capsys.readouterr().out
     [record] = emf_records(out)
-    assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["feature", "model"]]
+    # Per feature and model, plus a dimensionless total for account-wide alarms: nothing else.
+    assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["feature", "model"], []]
+    assert (record["feature"], record["model"]) == ("generate", "claude-sonnet-5-5")
     assert record["InputTokens"] == [result.usage.input_tokens]
     assert record["CostUSD"] == [pytest.approx(float(result.cost_usd))]
     assert record["Retries"] == [0]

@@ -6,6 +6,7 @@ Nothing here ever receives prompt or completion text; user ids are hashed before
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 
 from aws_lambda_powertools import Logger, Tracer
@@ -28,17 +29,20 @@ def emit_metrics(
     model: str,
     values: Mapping[str, tuple[float, MetricUnit]],
 ) -> None:
-    """Write one EMF record now.
+    """Write one EMF record now, published per (feature, model) and as a dimensionless total.
 
     A fresh provider per call keeps concurrent calls (batch records in threads) from mixing
-    dimensions, and service="" keeps Powertools from adding a third dimension.
+    dimensions, and service="" keeps Powertools from adding a third dimension. The empty
+    dimension set gives the totals that alarms such as the daily cost alarm read.
     """
     emf = AmazonCloudWatchEMFProvider(namespace=namespace, service="")
     emf.add_dimension(name="feature", value=feature)
     emf.add_dimension(name="model", value=model)
     for name, (value, unit) in values.items():
         emf.add_metric(name=name, unit=unit, value=value)
-    emf.flush_metrics()
+    record = emf.serialize_metric_set()
+    record["_aws"]["CloudWatchMetrics"][0]["Dimensions"].append([])
+    print(json.dumps(record, separators=(",", ":")), flush=True)
 
 
 def emit_error(namespace: str, *, feature: str, model: str, code: str) -> None:
