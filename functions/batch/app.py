@@ -1,7 +1,19 @@
-"""Being built; the template needs the handler path to exist."""
+"""Consumes JobsQueue: each record runs its job once, partial batch failures are reported.
+
+All the behaviour (idempotency, retries with visibility timeouts, DLQ, concurrency) lives in
+`claudekit.jobs.JobConsumer`; this adapter only adds the Lambda context to the logs.
+"""
+
+from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    raise NotImplementedError
+from claudekit import jobs
+from claudekit.telemetry import logger
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return jobs.get_consumer().handle(event, context)

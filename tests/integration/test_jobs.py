@@ -1,0 +1,473 @@
+"""Batch jobs end to end in-process: POST /jobs -> SQS (moto) -> batch consumer -> simulator -> GET.
+
+The HTTP functions are invoked with REST proxy events; the batch function through the local
+SQS event source (local.consumer), so receive counts, visibility timeouts and the DLQ are SQS's.
+Upstream calls are counted at the simulator by each job's (unique) input text.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claudekit import jobs
+from claudekit.client import get_client
+from local.aws import LocalAws
+from local.consumer import FakeLambdaContext, SqsEventSource, build_event
+from local.simulator import Fault, Latency, Simulator
+
+ROOT = Path(__file__).resolve().parents[2]
+OWNER = "3f6c2a9e-8b1d-4e7a-9c55-2d0b6f1e4a87"
+FAST = jobs.JobOptions(retry_base_seconds=0, in_progress_retry_seconds=1, min_start_seconds=1, concurrency=8)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def context(timeout: float = 30.0) -> FakeLambdaContext:
+    return FakeLambdaContext(
+        function_name="test",
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:test",
+        timeout_seconds=timeout,
+    )
+
+
+def rest_event(name: str, *, user: str = OWNER, body: Any = None, job_id: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = copy.deepcopy(json.loads((ROOT / "events" / name).read_text()))
+    event["requestContext"]["authorizer"]["claims"]["sub"] = user
+    event["requestContext"]["requestId"] = str(uuid.uuid4())
+    if body is not None:
+        event["body"] = json.dumps(body)
+    if job_id is not None:
+        event["path"] = f"/jobs/{job_id}"
+        event["pathParameters"] = {"id": job_id}
+    return event
+
+
+def post_jobs(items: list[dict[str, Any]], user: str = OWNER) -> tuple[int, dict[str, Any]]:
+    from functions.jobs import app
+
+    response = app.handler(rest_event("jobs-post.json", user=user, body={"items": items}), context())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def get_job(job_id: str, user: str = OWNER) -> tuple[int, dict[str, Any]]:
+    from functions.jobs import app
+
+    response = app.handler(rest_event("jobs-get.json", user=user, job_id=job_id), context())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def prompt_of(request: Any) -> str:
+    body = request.body if isinstance(request.body, dict) else {}
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content", "")
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def successful_calls(sim: Simulator, text: str) -> int:
+    return sum(1 for r in sim.message_requests() if r.status == 200 and prompt_of(r) == text)
+
+
+def calls(sim: Simulator, text: str) -> int:
+    return sum(1 for r in sim.message_requests() if prompt_of(r) == text)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def statuses(job_ids: list[str]) -> dict[str, str]:
+    store = jobs.JobStore(jobs.get_settings().table_name)
+    return {job_id: str((store.get(job_id) or {}).get("status")) for job_id in job_ids}
+
+
+def queue_depth(local_aws: LocalAws, logical: str) -> int:
+    """Visible messages (tests that invoke the handler directly leave theirs in flight)."""
+    attributes = local_aws.client("sqs").get_queue_attributes(
+        QueueUrl=local_aws.physical[logical], AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def receive(local_aws: LocalAws, count: int = 10, wait: int = 1) -> list[dict[str, Any]]:
+    return list(
+        local_aws.client("sqs")
+        .receive_message(
+            QueueUrl=local_aws.physical["JobsQueue"],
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=wait,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        .get("Messages", [])
+    )
+
+
+def drain(sqs: Any, url: str) -> None:
+    """Empty a queue (PurgeQueue is allowed once a minute)."""
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not messages:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jobs_env(settings_env: dict[str, str], local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    sqs = local_aws.client("sqs")
+    for logical in ("JobsQueue", "JobsDeadLetterQueue"):
+        drain(sqs, local_aws.physical[logical])
+    jobs.reset_consumer()
+    yield
+    jobs.reset_consumer()
+
+
+@pytest.fixture
+def consumer(jobs_env: None) -> jobs.JobConsumer:
+    return jobs.JobConsumer(options=FAST)
+
+
+@pytest.fixture
+def run_source(local_aws: LocalAws, consumer: jobs.JobConsumer) -> Iterator[Callable[..., SqsEventSource]]:
+    started: list[SqsEventSource] = []
+
+    def start(**kw: Any) -> SqsEventSource:
+        source = SqsEventSource(
+            consumer.handle,
+            local_aws.physical["JobsQueue"],
+            local_aws.arns["JobsQueue"],
+            endpoint_url=local_aws.endpoint,
+            **{"max_concurrency": 2, "function_timeout": 30.0, "wait_seconds": 1, **kw},
+        )
+        started.append(source.start())
+        return source
+
+    yield start
+    for source in started:
+        source.stop()
+
+
+# ---- (a) 100 jobs through transient upstream failures ----------------------------------------
+
+
+def test_hundred_jobs_with_transient_failures_all_succeed_once(
+    sim: Simulator, run_source: Callable[..., SqsEventSource]
+) -> None:
+    sim.configure(fail_rate=0.2, fail_status=529, seed=1)
+    inputs = [f"Summarise item {i}: {uuid.uuid4()}" for i in range(100)]
+    status, body = post_jobs([{"task": "summarize", "input": text} for text in inputs])
+    assert status == 202
+    job_ids = [j["id"] for j in body["jobs"]]
+    assert len(job_ids) == 100 and all(j["status"] == "queued" for j in body["jobs"])
+
+    run_source()
+    wait_for(lambda: set(statuses(job_ids).values()) == {"succeeded"}, timeout=45)
+
+    failed = [r for r in sim.message_requests() if r.status == 529]
+    assert failed, "the simulator should have failed some requests"
+    assert [successful_calls(sim, text) for text in inputs] == [1] * 100
+    code, job = get_job(job_ids[0])
+    assert code == 200 and job["status"] == "succeeded"
+    assert set(job["result"]) == {"text", "model", "stop_reason", "truncated", "usage", "cost_usd"}
+    assert job["result"]["text"] and job["result"]["cost_usd"] > 0
+
+
+# ---- (b) poison messages reach the DLQ, their jobs read failed -------------------------------
+
+
+def test_poison_messages_reach_the_dlq_and_jobs_read_failed(
+    sim: Simulator, local_aws: LocalAws, run_source: Callable[..., SqsEventSource]
+) -> None:
+    doomed = f"Extract the fields. marker-{uuid.uuid4()}"
+    sim.script(Fault.status(400, match=doomed))
+    status, body = post_jobs([{"task": "extract", "input": doomed}])
+    assert status == 202
+    job_id = body["jobs"][0]["id"]
+    local_aws.client("sqs").send_message(QueueUrl=local_aws.physical["JobsQueue"], MessageBody="not json {")
+
+    run_source()
+    wait_for(lambda: queue_depth(local_aws, "JobsDeadLetterQueue") == 2, timeout=20)
+
+    dead = local_aws.client("sqs").receive_message(
+        QueueUrl=local_aws.physical["JobsDeadLetterQueue"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    bodies = sorted(m["Body"] for m in dead)
+    assert "not json {" in bodies
+    assert any(json.loads(b)["job_id"] == job_id for b in bodies if b.startswith("{"))
+    code, job = get_job(job_id)
+    assert code == 200 and job["status"] == "failed"
+    assert job["error"]["code"] == "UPSTREAM_ERROR" and job["error"]["message"]
+    assert calls(sim, doomed) == 1  # a permanent failure is never retried, not even on redelivery
+    assert queue_depth(local_aws, "JobsQueue") == 0
+
+
+def test_last_receive_marks_the_job_failed_before_the_dlq(
+    sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = f"Reason about this. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "reason", "input": text}])
+    job_id = body["jobs"][0]["id"]
+    sim.script(*[Fault.status(529, match=text)] * 6)  # every attempt and the fallback fail
+    messages = receive(local_aws)
+    messages[0]["Attributes"]["ApproximateReceiveCount"] = "3"  # JobsMaxReceiveCount
+
+    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    _, job = get_job(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "UPSTREAM_UNAVAILABLE"
+
+
+# ---- (c) idempotency -------------------------------------------------------------------------
+
+
+def test_a_message_delivered_twice_calls_upstream_once(
+    sim: Simulator, local_aws: LocalAws, run_source: Callable[..., SqsEventSource]
+) -> None:
+    text = f"Generate a title. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "generate", "input": text}])
+    job_id = body["jobs"][0]["id"]
+    # SQS delivers at least once: put a second copy of the same message in the queue.
+    (message,) = receive(local_aws)
+    local_aws.client("sqs").send_message(QueueUrl=local_aws.physical["JobsQueue"], MessageBody=message["Body"])
+    local_aws.client("sqs").change_message_visibility(
+        QueueUrl=local_aws.physical["JobsQueue"], ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+
+    run_source()
+    wait_for(lambda: statuses([job_id])[job_id] == "succeeded")
+    wait_for(lambda: queue_depth(local_aws, "JobsQueue") == 0)
+
+    assert calls(sim, text) == 1
+    assert get_client().ledger.report(OWNER)["requests"] >= 1
+
+
+def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
+    sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer
+) -> None:
+    user = f"user-{uuid.uuid4()}"
+    text = f"Summarise once. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "summarize", "input": text}], user=user)
+    job_id = body["jobs"][0]["id"]
+    messages = receive(local_aws)
+    event = build_event(messages, local_aws.arns["JobsQueue"])
+    assert consumer.handle(event, context()) == {"batchItemFailures": []}
+    first = get_job(job_id, user)[1]["result"]
+    charged = get_client().ledger.report(user)
+    # Simulate a crash after the Claude call but before the result was written: the job reads running.
+    store = jobs.JobStore(jobs.get_settings().table_name)
+    store.client.update_item(
+        TableName=store.table_name,
+        Key={"id": {"S": f"job#{job_id}"}},
+        UpdateExpression="SET #s = :r REMOVE #res",
+        ExpressionAttributeNames={"#s": "status", "#res": "result"},
+        ExpressionAttributeValues={":r": {"S": "running"}},
+    )
+
+    assert consumer.handle(event, context()) == {"batchItemFailures": []}
+
+    assert calls(sim, text) == 1
+    _, job = get_job(job_id, user)
+    assert job["status"] == "succeeded" and job["result"] == first
+    again = get_client().ledger.report(user)
+    assert again["requests"] == charged["requests"] == 1
+    assert again["cost_usd"] == charged["cost_usd"]
+
+
+# ---- (d) partial batch failures --------------------------------------------------------------
+
+
+def test_one_bad_record_is_the_only_batch_item_failure(sim: Simulator, local_aws: LocalAws, jobs_env: None) -> None:
+    from functions.batch import app as batch_app
+
+    texts = [f"Analyse {i}. {uuid.uuid4()}" for i in range(2)]
+    _, body = post_jobs([{"task": "analyze", "input": t} for t in texts])
+    local_aws.client("sqs").send_message(QueueUrl=local_aws.physical["JobsQueue"], MessageBody='{"job_id": 1}')
+    messages: list[dict[str, Any]] = []
+    wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 3), timeout=10)
+    bad = next(m["MessageId"] for m in messages if m["Body"] == '{"job_id": 1}')
+
+    response = batch_app.handler(build_event(messages, local_aws.arns["JobsQueue"]), context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": bad}]}
+    assert set(statuses([j["id"] for j in body["jobs"]]).values()) == {"succeeded"}
+
+
+def test_retry_after_sets_the_visibility_timeout(
+    sim: Simulator, local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("MODEL_FALLBACK", "")
+    from claudekit.client import reset_client
+
+    reset_client()
+    consumer = jobs.JobConsumer(options=FAST)
+    text = f"Generate later. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "generate", "input": text}])
+    job_id = body["jobs"][0]["id"]
+    sim.script(Fault.status(529, retry_after=2, match=text))
+    messages = receive(local_aws)
+
+    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert statuses([job_id])[job_id] == "queued"
+    assert receive(local_aws, wait=0) == []  # hidden for retry-after
+    time.sleep(2.2)
+    (again,) = receive(local_aws)
+    assert again["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_records_not_started_near_the_deadline_go_back_untouched(
+    sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer
+) -> None:
+    _, body = post_jobs([{"task": "summarize", "input": f"Late {i}. {uuid.uuid4()}"} for i in range(3)])
+    messages: list[dict[str, Any]] = []
+    wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 3), timeout=10)
+
+    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context(timeout=0.5))
+
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {m["MessageId"] for m in messages}
+    assert sim.message_requests() == []
+    assert set(statuses([j["id"] for j in body["jobs"]]).values()) == {"queued"}
+
+
+def test_records_of_a_batch_run_concurrently(sim: Simulator, local_aws: LocalAws, jobs_env: None) -> None:
+    consumer = jobs.JobConsumer(options=jobs.JobOptions(concurrency=10, min_start_seconds=1))
+
+    def one_batch() -> tuple[dict[str, Any], float]:
+        post_jobs([{"task": "summarize", "input": f"Parallel {i}. {uuid.uuid4()}"} for i in range(10)])
+        messages: list[dict[str, Any]] = []
+        wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 10), timeout=10)
+        started = time.monotonic()
+        response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+        return response, time.monotonic() - started
+
+    one_batch()  # warm up: the pool's threads build their AWS clients once per container
+    sim.configure(latency=Latency(ttft=0.5, tokens_per_second=0))
+    response, elapsed = one_batch()
+
+    assert response == {"batchItemFailures": []}
+    assert elapsed < 10 * 0.5 / 2  # sequential would take 5 s
+
+
+# ---- (e) the HTTP contract -------------------------------------------------------------------
+
+
+def job_items() -> set[str]:
+    store = jobs.JobStore(jobs.get_settings().table_name)
+    items = store.client.scan(TableName=store.table_name, ProjectionExpression="id").get("Items", [])
+    return {i["id"]["S"] for i in items if i["id"]["S"].startswith("job#")}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"task": "summarize", "input": ""},
+        {"task": "summarize", "input": "   "},
+        {"task": "translate", "input": "hola"},
+        {"task": "summarize", "input": "x", "priority": 1},
+        {"task": "summarize"},
+    ],
+)
+def test_one_bad_item_rejects_the_whole_list(local_aws: LocalAws, jobs_env: None, bad: dict[str, Any]) -> None:
+    before = job_items()
+    status, body = post_jobs([{"task": "summarize", "input": "fine"}, bad])
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
+    assert job_items() == before
+    assert queue_depth(local_aws, "JobsQueue") == 0
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_item_count_is_bounded(jobs_env: None, count: int) -> None:
+    status, body = post_jobs([{"task": "summarize", "input": "x"}] * count)
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
+
+
+def test_an_input_over_the_limit_is_413_and_nothing_is_recorded(
+    local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_INPUT_CHARS", "50")
+    jobs.get_settings.cache_clear()
+    before = job_items()
+    status, body = post_jobs([{"task": "summarize", "input": "short"}, {"task": "summarize", "input": "x" * 51}])
+    assert status == 413 and body["error"]["code"] == "INPUT_TOO_LARGE"
+    assert job_items() == before and queue_depth(local_aws, "JobsQueue") == 0
+    jobs.get_settings.cache_clear()
+
+
+def test_another_users_job_is_indistinguishable_from_an_unknown_one(jobs_env: None) -> None:
+    _, body = post_jobs([{"task": "summarize", "input": "mine"}])
+    job_id = body["jobs"][0]["id"]
+
+    mine = get_job(job_id)
+    theirs = get_job(job_id, user="someone-else")
+    unknown = get_job(str(uuid.uuid4()), user="someone-else")
+    garbage = get_job("not-a-uuid")
+
+    assert mine[0] == 200 and mine[1]["status"] == "queued" and mine[1]["task"] == "summarize"
+    assert "input" not in mine[1]
+    for status, error in (theirs, unknown, garbage):
+        assert status == 404
+        assert {k: v for k, v in error["error"].items() if k != "request_id"} == {
+            "code": "NOT_FOUND",
+            "message": "no such job",
+        }
+
+
+def test_the_job_record_holds_a_digest_not_the_input(jobs_env: None) -> None:
+    text = f"Private text {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "summarize", "input": text}])
+    record = jobs.JobStore(jobs.get_settings().table_name).get(body["jobs"][0]["id"])
+    assert record is not None
+    assert text not in json.dumps(record, default=str)
+    assert record["input_sha256"] == jobs.digest(text) and record["owner"] == OWNER
+
+
+class _FlakySqs:
+    """SendMessageBatch that never accepts the entry carrying `refuse`."""
+
+    def __init__(self, real: Any, refuse: str) -> None:
+        self.real, self.refuse = real, refuse
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        entries = kwargs["Entries"]
+        keep = [e for e in entries if self.refuse not in e["MessageBody"]]
+        refused = [e for e in entries if self.refuse in e["MessageBody"]]
+        response = self.real.send_message_batch(QueueUrl=kwargs["QueueUrl"], Entries=keep) if keep else {}
+        failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"} for e in refused]
+        return {"Successful": response.get("Successful", []), "Failed": failed}
+
+
+def test_a_message_that_cannot_be_sent_leaves_a_failed_job_not_a_queued_one(
+    local_aws: LocalAws, jobs_env: None
+) -> None:
+    items = jobs.JobsBody.model_validate(
+        {"items": [{"task": "summarize", "input": f"item {i} {'REFUSE' if i == 11 else ''}"} for i in range(15)]}
+    )
+    submitted = jobs.submit(items, OWNER, sqs=_FlakySqs(local_aws.client("sqs"), "REFUSE"))
+
+    by_status = [s.status for s in submitted]
+    assert by_status.count("failed") == 1 and by_status[11] == "failed"
+    assert statuses([s.job_id for s in submitted])[submitted[11].job_id] == "failed"
+    assert queue_depth(local_aws, "JobsQueue") == 14
+    _, job = get_job(submitted[11].job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "INTERNAL_ERROR"
