@@ -336,6 +336,29 @@ def test_retry_after_sets_the_visibility_timeout(
     assert again["Attributes"]["ApproximateReceiveCount"] == "2"
 
 
+def test_a_long_retry_after_waits_in_the_queue_not_in_lambda(
+    sim: Simulator, local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_FALLBACK", "")  # retries on, three attempts by default
+    from claudekit.client import reset_client
+
+    reset_client()
+    consumer = jobs.JobConsumer(options=FAST)
+    text = f"Generate much later. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "generate", "input": text}])
+    sim.script(Fault.status(429, retry_after=30, match=text))
+    messages = receive(local_aws)
+    started = time.monotonic()
+
+    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+
+    assert time.monotonic() - started < 10  # it did not sleep 30 s inside the invocation
+    assert response == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert len([r for r in sim.message_requests() if text in str(r.body)]) == 1
+    assert receive(local_aws, wait=0) == []  # invisible for the retry-after instead
+    assert statuses([body["jobs"][0]["id"]])[body["jobs"][0]["id"]] == "queued"
+
+
 def test_records_not_started_near_the_deadline_go_back_untouched(
     sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer
 ) -> None:

@@ -112,3 +112,17 @@ def test_never_sleeps_past_the_deadline() -> None:
     assert calls == 1
     assert caught.value.retry_after == 20
     assert time.monotonic() - started < 1
+
+
+def test_long_waits_are_handed_back_when_capped() -> None:
+    calls = 0
+
+    def limited(timeout: float) -> None:
+        nonlocal calls
+        calls += 1
+        raise status_error(429, "rate_limit_error", headers={"retry-after": "5"})
+
+    with pytest.raises(errors.UpstreamUnavailable) as caught:
+        call_with_retry(limited, deadline=Deadline.after(60), max_attempts=3, base_delay=0, max_delay=0, max_wait=2)
+    assert calls == 1
+    assert caught.value.retry_after == 5

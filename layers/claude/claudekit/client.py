@@ -64,6 +64,9 @@ class ClaudeRequest:
     max_tokens: int | None = None
     output_schema: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Longest retry-after to sleep through inside the call; longer waits are raised to the caller
+    # (the batch consumer hands them to SQS visibility instead of paying Lambda time to wait).
+    max_retry_wait: float | None = None
 
 
 @dataclass
@@ -102,6 +105,7 @@ class _Call:
     model: str
     params: dict[str, Any]
     input_chars: int
+    max_retry_wait: float | None = None
 
 
 class ClaudeClient:
@@ -252,7 +256,7 @@ class ClaudeClient:
             params["system"] = [block]
         if request.output_schema is not None:
             params["output_config"] = {"format": {"type": "json_schema", "schema": request.output_schema}}
-        return _Call(model=model, params=params, input_chars=input_chars)
+        return _Call(model=model, params=params, input_chars=input_chars, max_retry_wait=request.max_retry_wait)
 
     def _price(self, model: str) -> Price:
         return self.prices.get(model) or max(self.prices.values(), key=lambda p: p.output)
@@ -297,16 +301,21 @@ class ClaudeClient:
     ) -> Any:
         """Try the routed model; if it stays unavailable, try the fallback model once."""
         try:
-            return self._guarded(call.model, deadline, attempt, attempts)
+            return self._guarded(call.model, deadline, attempt, attempts, call.max_retry_wait)
         except UpstreamUnavailable as exc:
             fallback = self.settings.model_fallback
             if isinstance(exc, SpendLimitReached) or not fallback or fallback == call.model or deadline.expired():
                 raise
             logger.warning("falling back", extra={"model": call.model, "fallback": fallback, "code": exc.code})
-            return self._guarded(fallback, deadline, attempt, attempts)
+            return self._guarded(fallback, deadline, attempt, attempts, call.max_retry_wait)
 
     def _guarded(
-        self, model: str, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
+        self,
+        model: str,
+        deadline: Deadline,
+        attempt: Callable[[str, float], Any],
+        attempts: _Attempts,
+        max_wait: float | None = None,
     ) -> Any:
         """The retry loop for one model, inside that model's circuit breaker."""
 
@@ -325,6 +334,7 @@ class ClaudeClient:
                     base_delay=s.retry_base_delay_seconds,
                     max_delay=s.retry_max_delay_seconds,
                     max_attempt_seconds=s.request_timeout_seconds,
+                    max_wait=max_wait,
                     on_retry=lambda exc, wait: logger.info(
                         "retrying", extra={"model": model, "code": exc.code, "wait_seconds": round(wait, 3)}
                     ),

@@ -117,6 +117,9 @@ class JobOptions:
     concurrency: int = 4
 
 
+IN_CALL_RETRY_WAIT_SECONDS = 2.0
+
+
 def now_iso(now: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat(timespec="milliseconds")
 
@@ -644,7 +647,14 @@ class JobConsumer:
         if not self.store.to_running(message.job_id, message_id):
             raise _JobFinished()
         deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
-        request = ClaudeRequest(feature=FEATURE, task=message.task, user_id=message.user, prompt=message.input)
+        request = ClaudeRequest(
+            feature=FEATURE,
+            task=message.task,
+            user_id=message.user,
+            prompt=message.input,
+            # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
+            max_retry_wait=IN_CALL_RETRY_WAIT_SECONDS,
+        )
         return result_of(self.client().complete(request, deadline))
 
     # -- outcomes -------------------------------------------------------------------------

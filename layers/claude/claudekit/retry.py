@@ -121,11 +121,13 @@ def call_with_retry(
     max_delay: float,
     on_retry: Callable[[ClaudeError, float], None] | None = None,
     max_attempt_seconds: float = 60.0,
+    max_wait: float | None = None,
 ) -> T:
     """Run `fn(timeout)` until it succeeds, a failure is final, or time is up.
 
     `fn` gets the timeout its attempt may use (bounded by the deadline) and raises SDK
-    exceptions or ClaudeErrors; what escapes is always a ClaudeError.
+    exceptions or ClaudeErrors; what escapes is always a ClaudeError. A wait longer than
+    `max_wait` is not slept here: the error goes back to the caller, whose queue can wait for free.
     """
 
     def wait(state: RetryCallState) -> float:
@@ -135,6 +137,8 @@ def call_with_retry(
 
     def stop(state: RetryCallState) -> bool:
         if state.attempt_number >= max_attempts:
+            return True
+        if max_wait is not None and (state.upcoming_sleep or 0.0) > max_wait:
             return True
         # Give up now rather than sleep into the deadline: the caller gets the real reason.
         return (state.upcoming_sleep or 0.0) + MIN_ATTEMPT_SECONDS > deadline.remaining()
