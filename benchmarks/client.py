@@ -21,7 +21,7 @@ from typing import Any
 
 import anthropic
 
-from local import aws
+from benchmarks.env import BENCH_KEY, bench_environment
 from local.shim import ROOT, LambdaContext, load_module
 from local.simulator import Simulator
 
@@ -65,48 +65,33 @@ def run() -> dict[str, Any]:
         "cold_import_ms": round(cold_import_ms(), 1),
         "cold_import_no_pyc_ms": round(cold_import_ms(3, bytecode=False), 1),
     }
-    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"  # keep per-request log lines out of the table
-    with Simulator(api_key="sk-bench").start() as sim:
-        local = aws.start(api_key="sk-bench")
-        try:
-            os.environ.update(local.environment)
-            os.environ.update(
-                {
-                    "AWS_ENDPOINT_URL": local.endpoint,
-                    "ANTHROPIC_BASE_URL": sim.url,
-                    "RATE_LIMIT_PER_MINUTE": "100000",
-                    "DAILY_BUDGET_USD": "1000",
-                    "POWERTOOLS_TRACE_DISABLED": "true",
-                }
+    with Simulator(api_key=BENCH_KEY).start() as sim, bench_environment(sim):
+        sdk = anthropic.Anthropic(base_url=sim.url, api_key=BENCH_KEY, max_retries=0)
+        raw: list[float] = []
+        for i in range(REQUESTS):
+            started = time.perf_counter()
+            sdk.messages.create(
+                model="claude-sonnet-5-5",
+                max_tokens=200,
+                messages=[{"role": "user", "content": f"Bench prompt {i}"}],
             )
-            sdk = anthropic.Anthropic(base_url=sim.url, api_key="sk-bench", max_retries=0)
-            raw: list[float] = []
+            raw.append((time.perf_counter() - started) * 1000)
+
+        module = load_module(ROOT / "functions" / "generate" / "app.py", "bench_generate")
+        handled: list[float] = []
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink):  # logs and EMF lines are the function's stdout
             for i in range(REQUESTS):
                 started = time.perf_counter()
-                sdk.messages.create(
-                    model="claude-sonnet-5-5",
-                    max_tokens=200,
-                    messages=[{"role": "user", "content": f"Bench prompt {i}"}],
-                )
-                raw.append((time.perf_counter() - started) * 1000)
-
-            module = load_module(ROOT / "functions" / "generate" / "app.py", "bench_generate")
-            handled: list[float] = []
-            sink = io.StringIO()
-            with contextlib.redirect_stdout(sink):  # logs and EMF lines are the function's stdout
-                for i in range(REQUESTS):
-                    started = time.perf_counter()
-                    result = module.handler(_event(f"Bench prompt {i}"), LambdaContext("generate", 30))
-                    handled.append((time.perf_counter() - started) * 1000)
-                    assert result["statusCode"] == 200, result
-                rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                for i in range(MEMORY_REQUESTS):
-                    module.handler(_event(f"Memory prompt {i}"), LambdaContext("generate", 30))
-                    sink.seek(0)
-                    sink.truncate()
-                rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        finally:
-            local.stop()
+                result = module.handler(_event(f"Bench prompt {i}"), LambdaContext("generate", 30))
+                handled.append((time.perf_counter() - started) * 1000)
+                assert result["statusCode"] == 200, result
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            for i in range(MEMORY_REQUESTS):
+                module.handler(_event(f"Memory prompt {i}"), LambdaContext("generate", 30))
+                sink.seek(0)
+                sink.truncate()
+            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results.update(
         {
             "requests": REQUESTS,

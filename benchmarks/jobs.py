@@ -10,16 +10,9 @@ ceil(jobs / concurrency) x latency; the rest is the queue, DynamoDB (moto) and b
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
-
-LAYER = str(Path(__file__).resolve().parent.parent / "layers" / "claude")
-if LAYER not in sys.path:  # the layer is on the path in Lambda and under pytest; not under `python -m`
-    sys.path.insert(0, LAYER)
 
 JOBS = 100
 LATENCY = 0.2
@@ -28,69 +21,48 @@ PER_BATCH = 10
 
 
 def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BATCH) -> dict[str, Any]:
+    from benchmarks.env import BENCH_KEY, bench_environment
     from claudekit import jobs
-    from claudekit.client import reset_client
     from claudekit.contract import GenerateTask
-    from local import aws
     from local.consumer import SqsEventSource
     from local.simulator import Latency, Simulator
 
-    with Simulator(latency=Latency(ttft=LATENCY, tokens_per_second=0), api_key="sk-bench").start() as sim:
-        local = aws.start(api_key="sk-bench")
-        saved = dict(os.environ)
-        try:
-            os.environ.update(local.environment)
-            os.environ.update(
-                {
-                    "AWS_ENDPOINT_URL": local.endpoint,
-                    "ANTHROPIC_BASE_URL": sim.url,
-                    "RATE_LIMIT_PER_MINUTE": "100000",
-                    "DAILY_BUDGET_USD": "1000",
-                    "POWERTOOLS_TRACE_DISABLED": "true",
-                    "POWERTOOLS_LOG_LEVEL": "WARNING",
-                    "POWERTOOLS_METRICS_DISABLED": "true",
-                }
-            )
-            reset_client()
-            jobs.reset_consumer()
-            consumer = jobs.JobConsumer(options=jobs.JobOptions(concurrency=per_batch, min_start_seconds=1))
-            task: GenerateTask = "summarize"
-            body = jobs.JobsBody(
-                items=[jobs.JobItem(task=task, input=f"Bench {i} {uuid.uuid4()}") for i in range(jobs_count)]
-            )
-            submitted = jobs.submit(body, "bench-user")
-            ids = [s.job_id for s in submitted]
-            store = jobs.JobStore(local.physical["StateTable"])
-            source = SqsEventSource(
-                consumer.handle,
-                local.physical["JobsQueue"],
-                local.arns["JobsQueue"],
-                endpoint_url=local.endpoint,
-                batch_size=10,
-                max_concurrency=pollers,
-                function_timeout=300,
-                wait_seconds=1,
-            )
-            started = time.monotonic()
-            source.start()
-            sqs = local.client("sqs")
-            names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-            while time.monotonic() - started < 120:
-                # One cheap call per poll: every job is done once its message is deleted.
-                counts = sqs.get_queue_attributes(QueueUrl=local.physical["JobsQueue"], AttributeNames=names)
-                if not any(int(v) for v in counts["Attributes"].values()):
-                    break
-                time.sleep(0.02)
-            wall = time.monotonic() - started
-            source.stop()
-            succeeded = sum(1 for i in ids if (store.get(i) or {}).get("status") == "succeeded")
-            upstream = len(sim.message_requests())
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            reset_client()
-            jobs.reset_consumer()
-            local.stop()
+    with (
+        Simulator(latency=Latency(ttft=LATENCY, tokens_per_second=0), api_key=BENCH_KEY).start() as sim,
+        bench_environment(sim, POWERTOOLS_METRICS_DISABLED="true") as local,
+    ):
+        consumer = jobs.JobConsumer(options=jobs.JobOptions(concurrency=per_batch, min_start_seconds=1))
+        task: GenerateTask = "summarize"
+        body = jobs.JobsBody(
+            items=[jobs.JobItem(task=task, input=f"Bench {i} {uuid.uuid4()}") for i in range(jobs_count)]
+        )
+        submitted = jobs.submit(body, "bench-user")
+        ids = [s.job_id for s in submitted]
+        store = jobs.JobStore(local.physical["StateTable"])
+        source = SqsEventSource(
+            consumer.handle,
+            local.physical["JobsQueue"],
+            local.arns["JobsQueue"],
+            endpoint_url=local.endpoint,
+            batch_size=10,
+            max_concurrency=pollers,
+            function_timeout=300,
+            wait_seconds=1,
+        )
+        started = time.monotonic()
+        source.start()
+        sqs = local.client("sqs")
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        while time.monotonic() - started < 120:
+            # One cheap call per poll: every job is done once its message is deleted.
+            counts = sqs.get_queue_attributes(QueueUrl=local.physical["JobsQueue"], AttributeNames=names)
+            if not any(int(v) for v in counts["Attributes"].values()):
+                break
+            time.sleep(0.02)
+        wall = time.monotonic() - started
+        source.stop()
+        succeeded = sum(1 for i in ids if (store.get(i) or {}).get("status") == "succeeded")
+        upstream = len(sim.message_requests())
 
     concurrency = pollers * per_batch
     ideal = math.ceil(jobs_count / concurrency) * LATENCY

@@ -24,7 +24,6 @@ import contextlib
 import io
 import itertools
 import json
-import os
 import sys
 import threading
 import time
@@ -90,44 +89,17 @@ def _serve(app: Any) -> Iterator[str]:
 @contextlib.contextmanager
 def _environment() -> Iterator[tuple[Any, str]]:
     """Simulator + moto + the stream app under uvicorn; the process environment restored afterwards."""
-    from aws_lambda_powertools.utilities import parameters
-
-    from claudekit.client import reset_client
-    from claudekit.telemetry import logger
-    from local import aws
+    from benchmarks.env import bench_environment
     from local.simulator import Latency, Simulator
 
-    saved_env = dict(os.environ)
-    saved_level = logger.log_level
-    local = aws.start(api_key=API_KEY)
-    try:
-        with Simulator(api_key=API_KEY, latency=Latency(TTFT, TOKENS_PER_SECOND), reply_tokens=REPLY_TOKENS) as sim:
-            os.environ.update(local.environment)
-            os.environ.update(
-                {
-                    "AWS_ENDPOINT_URL": local.endpoint,
-                    "ANTHROPIC_BASE_URL": sim.url,
-                    "RATE_LIMIT_PER_MINUTE": "100000",
-                    "DAILY_BUDGET_USD": "1000",
-                    "BREAKER_FAILURE_THRESHOLD": "1000",
-                    "POWERTOOLS_TRACE_DISABLED": "true",
-                }
-            )
-            parameters.clear_caches()  # type: ignore[no-untyped-call]
-            reset_client()
-            logger.setLevel("WARNING")  # per-call INFO lines would drown the table
+    with (
+        Simulator(api_key=API_KEY, latency=Latency(TTFT, TOKENS_PER_SECOND), reply_tokens=REPLY_TOKENS) as sim,
+        bench_environment(sim),
+    ):
+        from functions.stream.app import app
 
-            from functions.stream.app import app
-
-            with _serve(app) as url:
-                yield sim, url
-    finally:
-        logger.setLevel(saved_level)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        parameters.clear_caches()  # type: ignore[no-untyped-call]
-        reset_client()
-        local.stop()
+        with _serve(app) as url:
+            yield sim, url
 
 
 def _direct(sim: Any) -> Sample:

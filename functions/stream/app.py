@@ -46,7 +46,7 @@ from claudekit import api, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
 from claudekit.contract import GenerateBody
 from claudekit.deadline import Deadline
-from claudekit.errors import ClaudeError, ConfigurationError, NotFound
+from claudekit.errors import ClaudeError, ConfigurationError, NotFound, Unauthorized
 from claudekit.secret import get_api_key
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger
@@ -63,19 +63,6 @@ SETTLE_WAIT_SECONDS = 10.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 Item = Delta | ClaudeResult
-
-
-class Unauthorized(ClaudeError):
-    """No authenticated identity reached the function.
-
-    Deployed, the Cognito authorizer rejects such requests before Lambda runs, so this means the
-    function was reached some other way (a misconfigured route, a direct invoke). We refuse rather
-    than guess an identity: 401, as the authorizer itself would have answered.
-    """
-
-    code = "UNAUTHORIZED"
-    status = 401
-    default_message = "authentication required"
 
 
 class MethodNotAllowed(ClaudeError):

@@ -37,3 +37,13 @@ def test_handler_answers_its_event(
         assert body["label"] in json.loads(event["body"])["labels"]
     if event_file != "usage.json":
         assert len(sim.message_requests()) == 1
+
+
+def test_missing_identity_is_401(settings_env: dict[str, str]) -> None:
+    """Deployed, the authorizer guarantees a sub; a handler reached without one refuses (never guesses)."""
+    module = load_module(ROOT / "functions" / "generate" / "app.py", "no_identity_generate")
+    event = json.loads((ROOT / "events" / "generate.json").read_text())
+    event["requestContext"]["authorizer"] = {}
+    result = module.handler(event, LambdaContext("generate", 30))
+    assert result["statusCode"] == 401
+    assert json.loads(result["body"])["error"]["code"] == "UNAUTHORIZED"

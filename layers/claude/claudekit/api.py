@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from claudekit.client import ClaudeResult
 from claudekit.deadline import Deadline
-from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound
+from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound, Unauthorized
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger, tracer
 
@@ -33,8 +33,7 @@ def caller(app: APIGatewayRestResolver) -> str:
     claims = app.current_event.request_context.authorizer.claims or {}
     sub = claims.get("sub")
     if not sub:
-        # The API's authorizer guarantees a sub; without one the deployment is broken.
-        raise ClaudeError("request has no authenticated identity")
+        raise Unauthorized()
     return str(sub)
 
 

@@ -46,6 +46,19 @@ class MalformedRequest(InvalidRequest):
     default_message = "body is not valid JSON"
 
 
+class Unauthorized(ClaudeError):
+    """No authenticated identity reached the function.
+
+    Deployed, the Cognito authorizer rejects such requests before Lambda runs, so this means the
+    function was reached some other way (a misconfigured route, a direct invoke). We refuse rather
+    than guess an identity: 401, as the authorizer itself would have answered.
+    """
+
+    code = "UNAUTHORIZED"
+    status = 401
+    default_message = "authentication required"
+
+
 class NotFound(ClaudeError):
     code = "NOT_FOUND"
     status = 404
