@@ -1,0 +1,43 @@
+"""The API key from Secrets Manager (moto over HTTP): shapes accepted, and clear failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from claudekit import errors
+from claudekit.client import ClaudeRequest
+from claudekit.deadline import Deadline
+from claudekit.secret import get_api_key
+from local.aws import LocalAws
+from local.simulator import Simulator
+
+
+def request() -> ClaudeRequest:
+    return ClaudeRequest(feature="generate", task="generate", user_id="u", prompt="Hello")
+
+
+def test_a_bare_string_secret_is_the_key(local_aws: LocalAws, settings_env: dict[str, str]) -> None:
+    sm = local_aws.client("secretsmanager")
+    arn = sm.create_secret(Name="bare-key-secret", SecretString="  sk-bare  ")["ARN"]
+    assert get_api_key(arn, max_age=0) == "sk-bare"
+
+
+@pytest.mark.parametrize("value", ['{"not_the_key": "x"}', '{"api_key": ""}', "   "])
+def test_a_secret_without_a_key_is_a_configuration_error(
+    local_aws: LocalAws, settings_env: dict[str, str], value: str
+) -> None:
+    sm = local_aws.client("secretsmanager")
+    arn = sm.create_secret(Name=f"empty-{abs(hash(value))}", SecretString=value)["ARN"]
+    with pytest.raises(errors.ConfigurationError, match="CLAUDE_SECRET_ID"):
+        get_api_key(arn, max_age=0)
+
+
+def test_a_missing_secret_fails_clearly_and_calls_nothing(make_client: Any, sim: Simulator, capsys: Any) -> None:
+    client = make_client(claude_secret_id="arn:aws:secretsmanager:us-east-1:123456789012:secret:nope")
+    with pytest.raises(errors.ConfigurationError) as caught:
+        client.complete(request(), Deadline.after(10))
+    assert caught.value.status == 500
+    assert "CLAUDE_SECRET_ID" in caught.value.message
+    assert sim.message_requests() == []
