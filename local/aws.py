@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ def start(
     server.start()
     host, bound_port = server.get_host_and_port()
     local = LocalAws(server=server, endpoint=f"http://{host}:{bound_port}")
+    # Moto keeps its state per process: start every stack from empty, as a new deploy would.
+    reset = urllib.request.Request(f"{local.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback http
+    urllib.request.urlopen(reset, timeout=10)  # noqa: S310
     doc = load_template(template)
     params = {name: str(spec.get("Default", "")) for name, spec in doc.get("Parameters", {}).items()}
     params.update(parameters or {})
