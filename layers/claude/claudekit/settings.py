@@ -16,7 +16,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from claudekit.errors import ConfigurationError
 
 Tier = Literal["fast", "balanced", "deep"]
-TaskName = Literal["generate", "analyze", "reason", "summarize", "extract", "classify", "ideas"]
 
 DEFAULT_TASK_TIERS: dict[str, Tier] = {
     "classify": "fast",
@@ -79,9 +78,6 @@ class Settings(BaseSettings):
 
     # Pricing overrides: JSON object {model_id: {input, output, ...}} per million tokens.
     pricing_json: str | None = None
-
-    # Logging of content is off by default; never turn it on in production.
-    log_content: bool = False
 
     @field_validator("task_tiers", mode="before")
     @classmethod
