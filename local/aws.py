@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,31 @@ class LocalAws:
         self.server.stop()
 
 
+_WRITE_LOCK = threading.RLock()
+
+
+def _atomic_dynamodb_writes() -> None:
+    """Make moto's DynamoDB writes atomic, as DynamoDB's are.
+
+    Moto serves requests on threads and checks a ConditionExpression and applies the write in two
+    steps, so two racing conditional writes can both succeed: budgets and job transitions would be
+    tested against a weaker database than the real one. One lock around each write closes that gap.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_atomic", False):
+            continue
+
+        def locked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _WRITE_LOCK:
+                return _original(*args, **kwargs)
+
+        locked._atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, locked)
+
+
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     return dict(load_yaml(path.read_text()))
 
@@ -69,6 +95,7 @@ def start(
     """
     os.environ.update({k: os.environ.get(k, v) for k, v in FAKE_CREDENTIALS.items()})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+    _atomic_dynamodb_writes()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound_port = server.get_host_and_port()

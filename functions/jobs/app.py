@@ -1,4 +1,5 @@
-"""POST /jobs (record and enqueue a list of text jobs) and GET /jobs/{id} (one job, to its owner)."""
+"""POST /jobs (record and enqueue a list of text jobs, or submit them as one message batch) and
+GET /jobs/{id} (one job, to its owner)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ app = api.create_app()
 
 @app.post("/jobs")
 def create_jobs(body: jobs.JobsBody) -> Any:
-    submitted = jobs.submit(body, api.caller(app))
+    submitted = jobs.submit(body, api.caller(app), deadline=api.deadline(app))
     return api.respond(app, {"jobs": [{"id": s.job_id, "status": s.status} for s in submitted]}, status=202)
 
 

@@ -22,6 +22,7 @@ from claudekit.client import get_client
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
+from tests.integration.queues import drain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = "3f6c2a9e-8b1d-4e7a-9c55-2d0b6f1e4a87"
@@ -80,15 +81,6 @@ def calls(sim: Simulator, text: str) -> int:
     return sum(1 for r in sim.message_requests() if prompt_of(r) == text)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
 def statuses(job_ids: list[str]) -> dict[str, str]:
     store = jobs.JobStore(jobs.get_settings().table_name)
     return {job_id: str((store.get(job_id) or {}).get("status")) for job_id in job_ids}
@@ -114,16 +106,6 @@ def receive(local_aws: LocalAws, count: int = 10, wait: int = 1) -> list[dict[st
         )
         .get("Messages", [])
     )
-
-
-def drain(sqs: Any, url: str) -> None:
-    """Empty a queue (PurgeQueue is allowed once a minute)."""
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-        if not messages:
-            return
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
 
 
 # ---- fixtures --------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ The client never knows which adapter called it; adapters never talk to the SDK.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import anthropic
+from anthropic.resources.messages.batches import Batches
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.circuit_breaker import (
     CircuitBreakerConfig,
@@ -48,6 +48,7 @@ from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
 from claudekit.usage import Price, Usage, cost_usd, price_table
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 CHARS_PER_TOKEN = 4  # a deliberately rough estimate, used only for caps and reservations
 
@@ -235,6 +236,56 @@ class ClaudeClient:
                 self._record_failure(request, result.model, failure, attempts.count)
         yield result
 
+    # ---- Message Batches (the caller reserves, submits, polls and settles) -------------------
+
+    def batch_params(self, request: ClaudeRequest) -> tuple[dict[str, Any], Decimal]:
+        """`params` for one Message Batches request, built exactly as `complete` builds a call
+        (caps, routing, caching; the model included), and its worst-case cost at the batch rate."""
+        call = self._prepare(request)
+        discount = self._price(call.model).batch_discount
+        return {"model": call.model, **call.params}, self._worst_case(call) * (1 - discount)
+
+    def batches(self, operation: Callable[[Batches, float], T], deadline: Deadline, *, retry: bool = True) -> T:
+        """Run `operation(sdk.messages.batches, timeout)`; what escapes is a ClaudeError.
+
+        Reads are retried like a call (`retry`); creating a batch is not idempotent, so its caller
+        passes retry=False rather than risk two batches. A rejected key is refreshed once.
+        """
+        s = self.settings
+
+        def run() -> T:
+            return call_with_retry(
+                lambda timeout: operation(self._client().messages.batches, timeout),
+                deadline=deadline,
+                max_attempts=s.retry_max_attempts if retry else 1,
+                base_delay=s.retry_base_delay_seconds,
+                max_delay=s.retry_max_delay_seconds,
+                max_attempt_seconds=s.request_timeout_seconds,
+            )
+
+        try:
+            return run()
+        except UpstreamAuth:
+            logger.error("upstream rejected our API key; refreshing the secret once")
+            self._client(refresh=True)
+            return run()
+
+    def batch_result(self, message: Any) -> ClaudeResult:
+        """A succeeded batch request's Message as a ClaudeResult, its cost at the batch rate."""
+        result = _result_of(message, str(message.model))
+        result.cost_usd = self._cost(result, batch=True)
+        return result
+
+    def settle_batch(self, request: ClaudeRequest, reservation: Reservation, result: ClaudeResult) -> None:
+        """Charge one batch result: its cost at the batch rate replaces `reservation`, with the
+        metrics and log line of a call (no Latency: a batch's hours would swamp the percentiles)."""
+        self._settle(request, reservation, result, latency=0.0, batch=True)
+
+    def release_batch(self, request: ClaudeRequest, reservation: Reservation, model: str, exc: ClaudeError) -> None:
+        """A batch request that cost nothing (errored, expired, canceled): give back its reservation."""
+        self.ledger.release(reservation)
+        self._record_failure(request, model, exc, attempts=1)
+
     # ---- request building ---------------------------------------------------------------
 
     def _prepare(self, request: ClaudeRequest) -> _Call:
@@ -263,10 +314,12 @@ class ClaudeClient:
 
     def _admit(self, request: ClaudeRequest, call: _Call) -> Reservation:
         """Reserve the worst case: every input token written to cache, every output token used."""
+        return self.ledger.admit(request.user_id, self._worst_case(call))
+
+    def _worst_case(self, call: _Call) -> Decimal:
         price = self._price(call.model)
         worst_input = Decimal(call.input_chars // 2 + 1) * max(price.input, price.cache_write_1h)
-        estimate = (worst_input + Decimal(call.params["max_tokens"]) * price.output) / Decimal(1_000_000)
-        return self.ledger.admit(request.user_id, estimate)
+        return (worst_input + Decimal(call.params["max_tokens"]) * price.output) / Decimal(1_000_000)
 
     # ---- the call itself ----------------------------------------------------------------
 
@@ -285,16 +338,7 @@ class ClaudeClient:
 
     def _create(self, model: str, timeout: float, params: dict[str, Any]) -> ClaudeResult:
         message = self._client().messages.create(model=model, timeout=timeout, **params)
-        text = "".join(block.text for block in message.content if block.type == "text")
-        return ClaudeResult(
-            text=text,
-            model=message.model or model,
-            stop_reason=message.stop_reason,
-            usage=Usage.from_api(message.usage),
-            cost_usd=Decimal(0),
-            request_id=getattr(message, "_request_id", None),
-            attempts=1,
-        )
+        return _result_of(message, model)
 
     def _with_fallback(
         self, call: _Call, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
@@ -364,8 +408,8 @@ class ClaudeClient:
 
     # ---- accounting ---------------------------------------------------------------------
 
-    def _cost(self, result: ClaudeResult) -> Decimal:
-        return cost_usd(result.usage, self._price(result.model), cache_ttl=self.settings.cache_ttl)
+    def _cost(self, result: ClaudeResult, *, batch: bool = False) -> Decimal:
+        return cost_usd(result.usage, self._price(result.model), cache_ttl=self.settings.cache_ttl, batch=batch)
 
     def _settle(
         self,
@@ -375,24 +419,27 @@ class ClaudeClient:
         *,
         latency: float,
         extra: dict[str, tuple[float, MetricUnit]] | None = None,
+        batch: bool = False,
     ) -> None:
-        result.cost_usd = self._cost(result)
+        """Record what a call cost; `batch`: a Message Batches result (batch rate, no latency)."""
+        result.cost_usd = self._cost(result, batch=batch)
         self.ledger.settle(reservation, result.usage, result.cost_usd)
         u = result.usage
+        values: dict[str, tuple[float, MetricUnit]] = {
+            "InputTokens": (u.input_tokens, MetricUnit.Count),
+            "OutputTokens": (u.output_tokens, MetricUnit.Count),
+            "CacheReadTokens": (u.cache_read_input_tokens, MetricUnit.Count),
+            "CacheWriteTokens": (u.cache_creation_input_tokens, MetricUnit.Count),
+            "CostUSD": (float(result.cost_usd), MetricUnit.NoUnit),
+        }
+        if not batch:
+            values["Latency"] = (latency * 1000, MetricUnit.Milliseconds)
+            values["Retries"] = (max(0, result.attempts - 1), MetricUnit.Count)
         emit_metrics(
             self.settings.powertools_metrics_namespace,
             feature=request.feature,
             model=result.model,
-            values={
-                "InputTokens": (u.input_tokens, MetricUnit.Count),
-                "OutputTokens": (u.output_tokens, MetricUnit.Count),
-                "CacheReadTokens": (u.cache_read_input_tokens, MetricUnit.Count),
-                "CacheWriteTokens": (u.cache_creation_input_tokens, MetricUnit.Count),
-                "CostUSD": (float(result.cost_usd), MetricUnit.NoUnit),
-                "Latency": (latency * 1000, MetricUnit.Milliseconds),
-                "Retries": (max(0, result.attempts - 1), MetricUnit.Count),
-                **(extra or {}),
-            },
+            values={**values, **(extra or {})},
         )
         logger.info(
             "claude call",
@@ -404,7 +451,8 @@ class ClaudeClient:
                 "attempts": result.attempts,
                 "usage": u.public(),
                 "cost_usd": float(result.cost_usd),
-                "latency_ms": round(latency * 1000),
+                "latency_ms": None if batch else round(latency * 1000),
+                "batch": batch,
             },
         )
 
@@ -501,6 +549,20 @@ class _OpenStream:
         )
 
 
+def _result_of(message: Any, model: str) -> ClaudeResult:
+    """A ClaudeResult from the SDK's Message (cost still to be computed)."""
+    text = "".join(block.text for block in message.content if block.type == "text")
+    return ClaudeResult(
+        text=text,
+        model=message.model or model,
+        stop_reason=message.stop_reason,
+        usage=Usage.from_api(message.usage),
+        cost_usd=Decimal(0),
+        request_id=getattr(message, "_request_id", None),
+        attempts=1,
+    )
+
+
 def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'root'}: {e['msg']}" for e in exc.errors()[:5])
 
@@ -524,7 +586,3 @@ def reset_client() -> None:
     with _default_lock:
         _default = None
     get_settings.cache_clear()
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), default=str)

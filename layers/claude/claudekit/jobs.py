@@ -15,10 +15,19 @@ Claude, however often SQS delivers it:
 
 Status moves queued -> running -> succeeded | failed (running -> queued between retries), each
 move a conditional write, so a late or duplicate worker can never overwrite a finished job.
+
+`"mode": "batch"` sends the whole list through the Message Batches API instead (half price,
+results within 24 h): `submit` reserves the owner's budget at the batch rate, records the jobs,
+creates one message batch (`custom_id` = job id) and enqueues one delayed poll message; the
+consumer answers a poll message by polling the batch (re-sending itself until it has ended) and
+writing each result back to its job. Only the poll that wins a job's conditional transition
+settles that job's reservation, so a duplicate poll never charges twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -29,6 +38,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import boto3
@@ -43,15 +53,30 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claudekit.client import ClaudeClient, ClaudeRequest, ClaudeResult, get_client
 from claudekit.contract import Body, GenerateTask
 from claudekit.deadline import Deadline, LambdaContextLike
-from claudekit.errors import ClaudeError, InputTooLarge, InternalError, NotFound, RateLimited
+from claudekit.errors import (
+    ClaudeError,
+    InputTooLarge,
+    InternalError,
+    NotFound,
+    RateLimited,
+    UpstreamAuth,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from claudekit.limits import Reservation
 from claudekit.settings import Settings, get_settings
 from claudekit.telemetry import hash_user, logger
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
+JobMode = Literal["realtime", "batch"]
 
 MAX_ITEMS = 100
 # SQS limits one message and one SendMessageBatch call to 256 KiB (1 MiB since 2025, not everywhere).
@@ -59,6 +84,8 @@ MAX_SQS_PAYLOAD_BYTES = 256 * 1024
 SEND_BATCH_ENTRIES = 10
 SEND_ATTEMPTS = 3
 FEATURE = "jobs"
+# The metrics dimension of jobs run through the Message Batches API (cost by feature shows the split).
+BATCH_FEATURE = "batch"
 
 
 # ---- what callers send and what they read back ------------------------------------------
@@ -80,6 +107,9 @@ class JobItem(Body):
 
 class JobsBody(Body):
     items: list[JobItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    # realtime: one SQS message per job, results in seconds to minutes, full price.
+    # batch: one Message Batch for the whole list, results within 24 h, half price.
+    mode: JobMode = "realtime"
 
 
 class JobMessage(BaseModel):
@@ -96,6 +126,36 @@ class JobMessage(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+class BatchPollMessage(BaseModel):
+    """The SQS message that polls one message batch: which batch, whose jobs, since when."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["poll_batch"]
+    batch_id: str = Field(min_length=1, max_length=200)
+    user: str = Field(min_length=1)
+    job_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS)
+    submitted_at: int = Field(ge=0)  # epoch seconds
+    polls: int = Field(0, ge=0)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class JobSettings(BaseSettings):
+    """The jobs feature's own knobs, from the environment (parsed once per container)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Delay of each poll message of a message batch (SQS DelaySeconds: 0-900).
+    batch_poll_seconds: int = Field(60, ge=0, le=900)
+
+
+@functools.lru_cache(maxsize=1)
+def get_job_settings() -> JobSettings:
+    return JobSettings()
 
 
 @dataclass(frozen=True)
@@ -115,6 +175,17 @@ class JobOptions:
     ttl_seconds: int = 7 * 86_400
     # Records of one batch processed concurrently (BATCH_MAX_CONCURRENCY).
     concurrency: int = 4
+    # Message batches: how long between polls (BATCH_POLL_SECONDS), and when to stop trying to
+    # read a batch that keeps failing (a batch ends within 24 h; its results are kept 29 days).
+    batch_poll_seconds: int = 60
+    batch_max_age_seconds: int = 3 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobOptions:
+        return cls(
+            concurrency=settings.batch_max_concurrency,
+            batch_poll_seconds=get_job_settings().batch_poll_seconds,
+        )
 
 
 IN_CALL_RETRY_WAIT_SECONDS = 2.0
@@ -149,7 +220,7 @@ def result_of(result: ClaudeResult) -> dict[str, Any]:
 
 
 # Attribute names that are reserved words in DynamoDB expressions.
-_NAMES = {"#s": "status", "#r": "result", "#e": "error"}
+_NAMES = {"#s": "status", "#r": "result", "#e": "error", "#m": "mode"}
 
 
 _serializer = TypeSerializer()
@@ -253,6 +324,52 @@ class JobStore:
             values[":mid"] = message_id
         return self._update(job_id, expression, condition, values)
 
+    def to_batch_running(self, job_ids: list[str], batch_id: str) -> bool:
+        """queued -> running with the batch id, all in one transaction (False if any was not queued)."""
+        now = now_iso()
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _to_ddb(job_key(job_id)),
+                            "UpdateExpression": (
+                                "SET #s = :running, updated_at = :now, started_at = :now, batch_id = :b"
+                            ),
+                            "ConditionExpression": "#s = :queued",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": _to_ddb(
+                                {":running": "running", ":queued": "queued", ":now": now, ":b": batch_id}
+                            ),
+                        }
+                    }
+                    for job_id in job_ids
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def finish_batch_job(
+        self, job_id: str, batch_id: str, *, result: dict[str, Any] | None = None, error: dict[str, str] | None = None
+    ) -> bool:
+        """A batch job's outcome: queued | running -> succeeded (result) or failed (error).
+
+        True only for the one writer that moved it; whoever gets True settles the job's reservation.
+        """
+        values: dict[str, Any] = {":queued": "queued", ":running": "running", ":b": batch_id, ":batch": "batch"}
+        finished = "updated_at = :now, finished_at = :now, batch_id = :b"
+        if result is not None:
+            expression = f"SET #s = :ok, #r = :result, {finished} REMOVE #e"
+            values.update({":ok": "succeeded", ":result": json.dumps(result, separators=(",", ":"))})
+        else:
+            expression = f"SET #s = :failed, #e = :error, {finished}"
+            values.update({":failed": "failed", ":error": error or {"code": "INTERNAL_ERROR", "message": ""}})
+        return self._update(job_id, expression, "#s IN (:queued, :running) AND #m = :batch", values)
+
     def to_queued(self, job_id: str, error: dict[str, str]) -> bool:
         """running -> queued after a transient failure; the last error stays visible meanwhile."""
         return self._update(
@@ -266,6 +383,7 @@ class JobStore:
 def public_view(record: dict[str, Any]) -> dict[str, Any]:
     """GET /jobs/{id}: id, task, status, and the result or the error."""
     view: dict[str, Any] = {"id": record["job_id"], "task": record["task"], "status": record["status"]}
+    view["mode"] = record.get("mode", "realtime")
     if record["status"] == "succeeded" and "result" in record:
         view["result"] = json.loads(str(record["result"]))
     elif record["status"] == "failed" and "error" in record:
@@ -326,44 +444,35 @@ def submit(
     settings: Settings | None = None,
     options: JobOptions | None = None,
     sqs: _Sqs | None = None,
+    client: Callable[[], ClaudeClient] = get_client,
+    deadline: Deadline | None = None,
 ) -> list[Submitted]:
     """Validate every item, record every job, then enqueue them; all checks happen before any write.
 
-    Jobs whose message could not be sent (after retries) are marked failed, never left queued.
-    Raises InternalError when not a single job could be queued.
+    Realtime jobs whose message could not be sent (after retries) are marked failed, never left
+    queued. Raises InternalError when not a single job could be queued. Batch mode: `submit_batch`.
     """
     settings = settings or get_settings()
-    options = options or JobOptions()
+    options = options or JobOptions.from_settings(settings)
     if not settings.jobs_queue_url:
         raise InternalError("the jobs queue is not configured")
-    now = time.time()
-    messages: list[JobMessage] = []
     for index, item in enumerate(body.items):
         if len(item.input) > settings.max_input_chars:
             raise InputTooLarge(
                 f"items.{index}.input is {len(item.input)} characters; the limit is {settings.max_input_chars}"
             )
+    if body.mode == "batch":
+        return submit_batch(
+            body, owner, settings=settings, options=options, sqs=sqs, client=client(), deadline=deadline
+        )
+    now = time.time()
+    messages: list[JobMessage] = []
+    for index, item in enumerate(body.items):
         message = JobMessage(job_id=str(uuid.uuid4()), user=owner, task=item.task, input=item.input)
         if len(message.to_json().encode()) > MAX_SQS_PAYLOAD_BYTES:
             raise InputTooLarge(f"items.{index}.input is too large for a job message")
         messages.append(message)
-    created = now_iso(now)
-    records = [
-        {
-            **job_key(m.job_id),
-            "job_id": m.job_id,
-            "owner": owner,
-            "task": m.task,
-            "input_sha256": digest(m.input),
-            "input_chars": len(m.input),
-            "status": "queued",
-            "attempts": 0,
-            "created_at": created,
-            "updated_at": created,
-            "expiration": int(now) + options.ttl_seconds,
-        }
-        for m in messages
-    ]
+    records = [_record(m.job_id, owner, m.task, m.input, "realtime", now, options) for m in messages]
     store = store_for(settings)
     store.create(records)
     unsent = _send_all(sqs or _aws("sqs"), settings.jobs_queue_url, messages)
@@ -381,6 +490,126 @@ def submit(
         extra={"user": hash_user(owner), "jobs": len(messages), "unsent": len(unsent)},
     )
     return [Submitted(m.job_id, "failed" if m.job_id in unsent else "queued") for m in messages]
+
+
+def _record(
+    job_id: str, owner: str, task: str, text: str, mode: JobMode, now: float, options: JobOptions
+) -> dict[str, Any]:
+    created = now_iso(now)
+    return {
+        **job_key(job_id),
+        "job_id": job_id,
+        "owner": owner,
+        "task": task,
+        "mode": mode,
+        "input_sha256": digest(text),
+        "input_chars": len(text),
+        "status": "queued",
+        "attempts": 0,
+        "created_at": created,
+        "updated_at": created,
+        "expiration": int(now) + options.ttl_seconds,
+    }
+
+
+def submit_batch(
+    body: JobsBody,
+    owner: str,
+    *,
+    settings: Settings,
+    options: JobOptions,
+    client: ClaudeClient,
+    sqs: Any = None,
+    deadline: Deadline | None = None,
+) -> list[Submitted]:
+    """Run the list as one Message Batch: reserve, record, create the batch, enqueue its poll.
+
+    - Each request's params are built by the client exactly as a realtime call's would be.
+    - The owner's budget is reserved once for the whole list, at the batch rate (one request in
+      the rate-limit window); RATE_LIMITED / BUDGET_EXCEEDED leave nothing recorded.
+    - Jobs are recorded (queued) before the batch is created, so nothing upstream is ever
+      unaccounted for. If creating the batch fails, every job is failed with the upstream error's
+      code, the reservation is given back and that error is raised (nothing ran, nothing is charged).
+    - The batch id goes on every job (running) and into one poll message, delayed `batch_poll_seconds`.
+    """
+    if not settings.jobs_queue_url:
+        raise InternalError("the jobs queue is not configured")
+    deadline = deadline or Deadline.after(25.0)
+    now = time.time()
+    job_ids = [str(uuid.uuid4()) for _ in body.items]
+    requests: list[dict[str, Any]] = []
+    shares: list[Decimal] = []
+    for job_id, item in zip(job_ids, body.items, strict=True):
+        params, worst = client.batch_params(_batch_request(owner, item.task, item.input))
+        requests.append({"custom_id": job_id, "params": params})
+        shares.append(worst)
+    models = [str(r["params"]["model"]) for r in requests]
+    sdk_requests: Any = requests  # the SDK's TypedDicts, built from plain dicts
+    reservation = client.ledger.admit(owner, sum(shares, Decimal(0)))
+    records = [
+        {
+            **_record(job_id, owner, item.task, item.input, "batch", now, options),
+            "model": model,
+            "reservation": {"user_key": reservation.user_key, "day": reservation.day, "amount": str(share)},
+        }
+        for job_id, item, share, model in zip(job_ids, body.items, shares, models, strict=True)
+    ]
+    store = store_for(settings)
+    try:
+        store.create(records)
+    except Exception:
+        client.ledger.release(reservation)
+        raise
+
+    def fail_all(exc: ClaudeError) -> None:
+        for job_id in job_ids:
+            store.to_failed(job_id, error_of(exc), message_id=None)
+        client.ledger.release(reservation)
+
+    try:
+        # Not retried: a create that timed out may still have made a batch, and two would run (and bill) twice.
+        batch = client.batches(
+            lambda b, timeout: b.create(requests=sdk_requests, timeout=timeout), deadline, retry=False
+        )
+    except ClaudeError as exc:
+        logger.warning("message batch not created", extra={"code": exc.code, "jobs": len(job_ids)})
+        fail_all(exc)
+        raise
+    batch_id = str(batch.id)
+    running = store.to_batch_running(job_ids, batch_id)
+    poll = BatchPollMessage(kind="poll_batch", batch_id=batch_id, user=owner, job_ids=job_ids, submitted_at=int(now))
+    if not _send_poll(sqs or _aws("sqs"), settings.jobs_queue_url, poll, options.batch_poll_seconds):
+        # Without a poll nobody would ever collect the results: stop the batch and say so.
+        with contextlib.suppress(ClaudeError):
+            client.batches(lambda b, timeout: b.cancel(batch_id, timeout=timeout), deadline)
+        fail_all(InternalError("the batch could not be tracked; submit it again"))
+        raise InternalError("the jobs queue is unavailable; the batch was canceled")
+    logger.info(
+        "jobs submitted as a message batch",
+        extra={"user": hash_user(owner), "jobs": len(job_ids), "batch_id": batch_id},
+    )
+    status: JobStatus = "running" if running else "queued"
+    return [Submitted(job_id, status) for job_id in job_ids]
+
+
+def _batch_request(owner: str, task: str, text: str) -> ClaudeRequest:
+    return ClaudeRequest(feature=BATCH_FEATURE, task=task, user_id=owner, prompt=text)
+
+
+def _send_poll(sqs: Any, queue_url: str, poll: BatchPollMessage, delay: float) -> bool:
+    """Send a poll message (retried); False if SQS never took it."""
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            sqs.send_message(
+                QueueUrl=queue_url, MessageBody=poll.to_json(), DelaySeconds=max(0, min(900, math.ceil(delay)))
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("poll message not sent", extra={"attempt": attempt, "error_type": type(exc).__name__})
+            if attempt < SEND_ATTEMPTS:
+                time.sleep(0.05 * 2**attempt)
+        else:
+            return True
+    return False
 
 
 def _chunks(messages: list[JobMessage]) -> Iterable[list[JobMessage]]:
@@ -566,6 +795,9 @@ class JobConsumer:
     # -- one record ---------------------------------------------------------------------
 
     def _process(self, record: SQSRecord, context: LambdaContextLike, sqs: Any, queue: QueueInfo, run_once: Any) -> str:
+        poll = _parse_poll(record.body)
+        if poll is not None:
+            return self._poll(record, context, sqs, poll)
         receive_count = int(record.attributes.approximate_receive_count or "1")
         last = queue.max_receive_count is not None and receive_count >= queue.max_receive_count
         message_id = record.message_id
@@ -657,6 +889,85 @@ class JobConsumer:
         )
         return result_of(self.client().complete(request, deadline))
 
+    # -- message batches ------------------------------------------------------------------
+
+    def _poll(self, record: SQSRecord, context: LambdaContextLike, sqs: Any, poll: BatchPollMessage) -> str:
+        """One look at a message batch: not ended, poll again later; ended, write every result back.
+
+        The poll message is never lost: it is deleted only once the batch's results are written, or
+        after a fresh copy was sent (still running, an upstream failure, too little time left).
+        """
+        if context.get_remaining_time_in_millis() / 1000 < self.options.min_start_seconds:
+            return self._repoll(sqs, record, poll, 0, "invocation near its deadline")
+        deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
+        client = self.client()
+        batch_id = poll.batch_id
+        try:
+            batch = client.batches(lambda b, timeout: b.retrieve(batch_id, timeout=timeout), deadline)
+            if batch.processing_status != "ended":
+                return self._repoll(sqs, record, poll, self.options.batch_poll_seconds, "in progress")
+            results = client.batches(lambda b, timeout: list(b.results(batch_id, timeout=timeout)), deadline)
+        except ClaudeError as exc:
+            too_old = time.time() - poll.submitted_at > self.options.batch_max_age_seconds
+            if isinstance(exc, UpstreamRejected) or too_old:
+                # The batch is gone (unknown id) or unreadable for days: settle what is left as failed.
+                logger.error("message batch cannot be read; its jobs fail", extra={"batch_id": batch_id})
+                failure = UpstreamError("the batch's results could not be read; submit the job again")
+                self._write_batch(client, poll, {}, missing=failure)
+                return "batch lost"
+            logger.warning("message batch poll failed", extra={"batch_id": batch_id, "code": exc.code})
+            return self._repoll(sqs, record, poll, self.options.batch_poll_seconds, f"upstream: {exc.code}")
+        outcomes = {str(line.custom_id): line.result for line in results}
+        finished = self._write_batch(client, poll, outcomes, missing=InternalError("the batch returned no result"))
+        logger.info("message batch collected", extra={"batch_id": batch_id, "jobs_finished": finished})
+        return "batch collected"
+
+    def _write_batch(
+        self, client: ClaudeClient, poll: BatchPollMessage, outcomes: dict[str, Any], *, missing: ClaudeError
+    ) -> int:
+        """Each job's outcome onto its record; only the writer that wins the transition settles it.
+
+        A DynamoDB failure escapes: the poll message comes back and the jobs already written are
+        skipped by their conditions, so nothing is charged twice.
+        """
+        finished = 0
+        for job_id in poll.job_ids:
+            job = self.store.get(job_id) if _plausible_id(job_id) else None
+            if job is None or job.get("owner") != poll.user or job.get("mode") != "batch":
+                logger.error("poll message names a job that is not its batch's", extra={"batch_id": poll.batch_id})
+                continue
+            if job.get("status") not in ("queued", "running"):
+                continue  # written by an earlier delivery of this poll
+            request = _batch_request(poll.user, str(job["task"]), "")
+            reserved = job.get("reservation") or {}
+            reservation = Reservation(
+                str(reserved.get("user_key", hash_user(poll.user))),
+                str(reserved.get("day", "")),
+                Decimal(str(reserved.get("amount", "0"))),
+            )
+            outcome = outcomes.get(job_id)
+            if outcome is not None and outcome.type == "succeeded":
+                result = client.batch_result(outcome.message)
+                if self.store.finish_batch_job(job_id, poll.batch_id, result=result_of(result)):
+                    client.settle_batch(request, reservation, result)
+                    finished += 1
+                continue
+            exc = missing if outcome is None else _batch_error(outcome)
+            if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(exc)):
+                client.release_batch(request, reservation, str(job.get("model", "unknown")), exc)
+                finished += 1
+        return finished
+
+    def _repoll(self, sqs: Any, record: SQSRecord, poll: BatchPollMessage, seconds: float, reason: str) -> str:
+        """Send the next poll (delayed) and let this one be deleted; if it cannot be sent, this one
+        comes back after the same delay instead."""
+        again = poll.model_copy(update={"polls": poll.polls + 1})
+        if _send_poll(sqs, self.queue_url, again, seconds):
+            logger.info("message batch polled again later", extra={"batch_id": poll.batch_id, "reason": reason})
+            return "polling"
+        self._visibility(sqs, record, seconds)
+        raise RecordReturned(f"poll not re-sent: {reason}")
+
     # -- outcomes -------------------------------------------------------------------------
 
     def _terminal(self, sqs: Any, record: SQSRecord, queue: QueueInfo, message: JobMessage, exc: ClaudeError) -> str:
@@ -712,6 +1023,41 @@ class JobConsumer:
             logger.warning("could not defer a job message", extra={"error_type": type(exc).__name__})
             return False
         return True
+
+
+# An errored batch request's error type -> what the job reports (never the upstream message).
+_BATCH_ERRORS: dict[str, type[ClaudeError]] = {
+    "invalid_request_error": UpstreamRejected,
+    "not_found_error": UpstreamRejected,
+    "request_too_large": InputTooLarge,
+    "authentication_error": UpstreamAuth,
+    "permission_error": UpstreamAuth,
+    "billing_error": UpstreamUnavailable,
+    "rate_limit_error": UpstreamUnavailable,
+    "overloaded_error": UpstreamUnavailable,
+    "api_error": UpstreamServerError,
+    "timeout_error": UpstreamTimeout,
+}
+
+
+def _batch_error(outcome: Any) -> ClaudeError:
+    """The ClaudeError for a batch result that did not succeed (errored, expired, canceled)."""
+    if outcome.type == "expired":
+        return UpstreamTimeout("the batch expired before this job ran; submit it again")
+    if outcome.type == "canceled":
+        return UpstreamError("the batch was canceled before this job ran")
+    error = getattr(getattr(outcome, "error", None), "error", None)
+    kind = str(getattr(error, "type", "") or "")
+    return _BATCH_ERRORS.get(kind, UpstreamError)()
+
+
+def _parse_poll(body: str) -> BatchPollMessage | None:
+    if '"poll_batch"' not in body:
+        return None
+    try:
+        return BatchPollMessage.model_validate_json(body)
+    except ValidationError:
+        return None
 
 
 def _parse(body: str) -> JobMessage | None:
