@@ -123,14 +123,12 @@ def consumer(
 ) -> Iterator[jobs.JobConsumer]:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("BATCH_POLL_SECONDS", "0")
-    jobs.get_job_settings.cache_clear()
     sqs = local_aws.client("sqs")
     for logical in ("JobsQueue", "JobsDeadLetterQueue"):
         drain(sqs, local_aws.physical[logical])
     jobs.reset_consumer()
     yield jobs.JobConsumer(options=FAST)
     jobs.reset_consumer()
-    jobs.get_job_settings.cache_clear()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ settles that job's reservation, so a duplicate poll never charges twice.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -53,7 +52,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claudekit.client import ClaudeClient, ClaudeRequest, ClaudeResult, get_client
 from claudekit.contract import Body, GenerateTask
@@ -144,20 +142,6 @@ class BatchPollMessage(BaseModel):
         return self.model_dump_json()
 
 
-class JobSettings(BaseSettings):
-    """The jobs feature's own knobs, from the environment (parsed once per container)."""
-
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
-
-    # Delay of each poll message of a message batch (SQS DelaySeconds: 0-900).
-    batch_poll_seconds: int = Field(60, ge=0, le=900)
-
-
-@functools.lru_cache(maxsize=1)
-def get_job_settings() -> JobSettings:
-    return JobSettings()
-
-
 @dataclass(frozen=True)
 class JobOptions:
     """Knobs of the consumer; defaults suit the deployed function (300 s timeout)."""
@@ -184,7 +168,7 @@ class JobOptions:
     def from_settings(cls, settings: Settings) -> JobOptions:
         return cls(
             concurrency=settings.batch_max_concurrency,
-            batch_poll_seconds=get_job_settings().batch_poll_seconds,
+            batch_poll_seconds=settings.batch_poll_seconds,
         )
 
 
