@@ -1,0 +1,96 @@
+"""Structured answers that break the schema: one repair attempt, then UPSTREAM_ERROR.
+
+The simulator always honours the schema, so these tests use a stand-in that answers with whatever
+the test queues, over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from claudekit import errors, tasks
+from claudekit.contract import ClassifyBody, IdeasBody
+from claudekit.deadline import Deadline
+
+
+class CannedClaude(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.replies: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: CannedClaude
+
+    def do_POST(self) -> None:
+        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        text = self.server.replies.pop(0)
+        body = json.dumps(
+            {
+                "id": "msg_canned",
+                "type": "message",
+                "role": "assistant",
+                "model": self.server.bodies[-1]["model"],
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 10, "output_tokens": 5},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def canned() -> Iterator[CannedClaude]:
+    server = CannedClaude()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def client(make_client: Any, canned: CannedClaude) -> Any:
+    return make_client(anthropic_base_url=f"http://127.0.0.1:{canned.server_address[1]}")
+
+
+LABELS = ClassifyBody(text="The parcel was late.", labels=["billing", "shipping"])
+
+
+def test_a_label_outside_the_list_is_repaired_once(client: Any, canned: CannedClaude) -> None:
+    canned.replies += ['{"label": "banana"}', '{"label": "shipping"}']
+    label, _ = tasks.classify(client, LABELS, "u", Deadline.after(10))
+    assert label == "shipping"
+    repair = canned.bodies[1]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": '{"label": "banana"}'}  # the model sees its answer
+    assert "label" in repair[-1]["content"]  # and what was wrong with it
+
+
+def test_a_label_outside_the_list_twice_is_upstream_error(client: Any, canned: CannedClaude) -> None:
+    canned.replies += ['{"label": "banana"}', "not even json"]
+    with pytest.raises(errors.StructuredOutputError) as caught:
+        tasks.classify(client, LABELS, "u", Deadline.after(10))
+    assert (caught.value.code, caught.value.status) == ("UPSTREAM_ERROR", 502)
+    assert len(canned.bodies) == 2
+
+
+def test_the_wrong_number_of_ideas_is_never_returned(client: Any, canned: CannedClaude) -> None:
+    idea = {"title": "T", "excerpt": "E", "target_audience": "A"}
+    canned.replies += [json.dumps({"ideas": [idea]}), json.dumps({"ideas": [idea, idea]})]
+    with pytest.raises(errors.StructuredOutputError):
+        tasks.ideas(client, IdeasBody(topic="x", count=3), "u", Deadline.after(10))
