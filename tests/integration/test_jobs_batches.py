@@ -19,6 +19,7 @@ import pytest
 
 from claudekit import jobs
 from claudekit.client import get_client
+from claudekit.jobs.store import _from_ddb
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Simulator
@@ -109,7 +110,7 @@ def one_poll(local_aws: LocalAws, user: str) -> dict[str, Any]:
 def jobs_of(user: str) -> list[dict[str, Any]]:
     store = jobs.JobStore(jobs.get_settings().table_name)
     items = store.client.scan(TableName=store.table_name).get("Items", [])
-    records = [jobs._from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
+    records = [_from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
     return [r for r in records if r.get("owner") == user]
 
 

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from claudekit import jobs
+from claudekit.jobs.submit import _chunks
 from local.consumer import build_event, failed_ids
 
 
@@ -29,9 +30,9 @@ def test_body_accepts_text_tasks_and_rejects_the_rest() -> None:
 
 def test_chunks_respect_ten_entries_and_the_payload_limit() -> None:
     small = [message() for _ in range(25)]
-    assert [len(c) for c in jobs._chunks(small)] == [10, 10, 5]
+    assert [len(c) for c in _chunks(small)] == [10, 10, 5]
     big = [message(100_000) for _ in range(5)]
-    chunks = list(jobs._chunks(big))
+    chunks = list(_chunks(big))
     assert all(sum(len(m.to_json().encode()) for m in c) <= jobs.MAX_SQS_PAYLOAD_BYTES for c in chunks)
     assert sum(len(c) for c in chunks) == 5
 

@@ -1,0 +1,143 @@
+"""What callers send, what travels on the queue, and the consumer's knobs."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from claudekit.client import ClaudeResult
+from claudekit.contract import Body, GenerateTask
+from claudekit.errors import (
+    ClaudeError,
+)
+from claudekit.settings import Settings
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+JobMode = Literal["realtime", "batch"]
+
+MAX_ITEMS = 100
+# SQS limits one message and one SendMessageBatch call to 256 KiB (1 MiB since 2025, not everywhere).
+MAX_SQS_PAYLOAD_BYTES = 256 * 1024
+SEND_BATCH_ENTRIES = 10
+SEND_ATTEMPTS = 3
+FEATURE = "jobs"
+# The metrics dimension of jobs run through the Message Batches API (cost by feature shows the split).
+BATCH_FEATURE = "batch"
+
+
+# ---- what callers send and what they read back ------------------------------------------
+
+
+class JobItem(Body):
+    """One item of POST /jobs: a text task and its input."""
+
+    task: GenerateTask
+    input: str = Field(min_length=1)
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class JobsBody(Body):
+    items: list[JobItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    # realtime: one SQS message per job, results in seconds to minutes, full price.
+    # batch: one Message Batch for the whole list, results within 24 h, half price.
+    mode: JobMode = "realtime"
+
+
+class JobMessage(BaseModel):
+    """The SQS message body: everything the consumer needs, including the input itself."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    job_id: str = Field(min_length=1, max_length=64)
+    user: str = Field(min_length=1)
+    task: GenerateTask
+    input: str = Field(min_length=1)
+    # Times this message was re-sent because the job could not start (rate limit, deadline).
+    deferrals: int = Field(0, ge=0)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class BatchPollMessage(BaseModel):
+    """The SQS message that polls one message batch: which batch, whose jobs, since when."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["poll_batch"]
+    batch_id: str = Field(min_length=1, max_length=200)
+    user: str = Field(min_length=1)
+    job_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS)
+    submitted_at: int = Field(ge=0)  # epoch seconds
+    polls: int = Field(0, ge=0)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Knobs of the consumer; defaults suit the deployed function (300 s timeout)."""
+
+    # Visibility timeout after a transient failure that came without retry-after: base * 2**(n-1).
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 900.0
+    # In-progress duplicates are looked at again after this long.
+    in_progress_retry_seconds: float = 30.0
+    # A record does not start with less invocation time left than this; it goes back untouched.
+    min_start_seconds: float = 20.0
+    # Re-sends of a message that could not start (rate limit window full, last receive unstarted).
+    max_deferrals: int = 60
+    # Job records (and their results) and idempotency records live this long.
+    ttl_seconds: int = 7 * 86_400
+    # Records of one batch processed concurrently (BATCH_MAX_CONCURRENCY).
+    concurrency: int = 4
+    # Message batches: how long between polls (BATCH_POLL_SECONDS), and when to stop trying to
+    # read a batch that keeps failing (a batch ends within 24 h; its results are kept 29 days).
+    batch_poll_seconds: int = 60
+    batch_max_age_seconds: int = 3 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobOptions:
+        return cls(
+            concurrency=settings.batch_max_concurrency,
+            batch_poll_seconds=settings.batch_poll_seconds,
+        )
+
+
+IN_CALL_RETRY_WAIT_SECONDS = 2.0
+
+
+def now_iso(now: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat(timespec="milliseconds")
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def error_of(exc: ClaudeError) -> dict[str, str]:
+    return {"code": exc.code, "message": exc.message}
+
+
+def result_of(result: ClaudeResult) -> dict[str, Any]:
+    """A text task's result, as GET /jobs/{id} shows it."""
+    return {
+        "text": result.text,
+        "model": result.model,
+        "stop_reason": result.stop_reason,
+        "truncated": result.truncated,
+        "usage": result.usage.public(),
+        "cost_usd": float(result.cost_usd),
+    }

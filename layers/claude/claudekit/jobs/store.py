@@ -1,0 +1,253 @@
+"""The job records in the state table (conditional status moves), and the AWS clients jobs use."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from claudekit.jobs.models import now_iso
+from claudekit.settings import Settings
+from claudekit.telemetry import logger
+
+# Attribute names that are reserved words in DynamoDB expressions.
+_NAMES = {"#s": "status", "#r": "result", "#e": "error", "#m": "mode"}
+
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_ddb(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in item.items()}
+
+
+def _from_ddb(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def job_key(job_id: str) -> dict[str, str]:
+    return {"id": f"job#{job_id}"}
+
+
+# ---- the job records ----------------------------------------------------------------------
+
+
+class JobStore:
+    """Job records in the state table, keyed `job#<uuid>`. Every status change is conditional."""
+
+    def __init__(self, table_name: str) -> None:
+        self.table_name = table_name
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """One low-level client, shared by every thread (clients are thread-safe, resources are not)."""
+        with self._lock:
+            if self._client is None:
+                self._client = boto3.client("dynamodb")  # type: ignore[call-overload]
+            return self._client
+
+    def create(self, records: list[dict[str, Any]]) -> None:
+        """All records or none: one transaction (DynamoDB allows 100 items, our maximum)."""
+        self.client.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": _to_ddb(r),
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                }
+                for r in records
+            ]
+        )
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        item = self.client.get_item(TableName=self.table_name, Key=_to_ddb(job_key(job_id)), ConsistentRead=True)
+        return _from_ddb(item["Item"]) if "Item" in item else None
+
+    def _update(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
+        """One conditional update; False when the condition does not hold (someone got there first)."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_to_ddb(job_key(job_id)),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={k: v for k, v in _NAMES.items() if k in f"{expression} {condition}"},
+                ExpressionAttributeValues=_to_ddb({":now": now_iso(), **values}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def to_running(self, job_id: str, message_id: str) -> bool:
+        """queued | running (a crashed attempt) | failed (a redrive) -> running; never from succeeded."""
+        return self._update(
+            job_id,
+            "SET #s = :running, updated_at = :now, started_at = :now, message_id = :mid "
+            "ADD attempts :one REMOVE failed_message_id",
+            "attribute_exists(id) AND #s <> :ok",
+            {":running": "running", ":ok": "succeeded", ":mid": message_id, ":one": 1},
+        )
+
+    def to_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
+        """-> succeeded. A real result wins over any earlier state except another success."""
+        return self._update(
+            job_id,
+            "SET #s = :ok, updated_at = :now, finished_at = :now, #r = :result REMOVE #e, failed_message_id",
+            "attribute_exists(id) AND #s <> :ok",
+            {":ok": "succeeded", ":result": json.dumps(result, separators=(",", ":"))},
+        )
+
+    def to_failed(
+        self, job_id: str, error: dict[str, str], *, message_id: str | None, only_from: str | None = None
+    ) -> bool:
+        """-> failed with the reason. `message_id` names the delivery now on its way to the DLQ."""
+        condition = "attribute_exists(id) AND #s <> :ok"
+        values: dict[str, Any] = {":failed": "failed", ":ok": "succeeded", ":error": error}
+        if only_from is not None:
+            condition += " AND #s = :from"
+            values[":from"] = only_from
+        expression = "SET #s = :failed, updated_at = :now, finished_at = :now, #e = :error"
+        if message_id is not None:
+            expression += ", failed_message_id = :mid"
+            values[":mid"] = message_id
+        return self._update(job_id, expression, condition, values)
+
+    def to_batch_running(self, job_ids: list[str], batch_id: str) -> bool:
+        """queued -> running with the batch id, all in one transaction (False if any was not queued)."""
+        now = now_iso()
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _to_ddb(job_key(job_id)),
+                            "UpdateExpression": (
+                                "SET #s = :running, updated_at = :now, started_at = :now, batch_id = :b"
+                            ),
+                            "ConditionExpression": "#s = :queued",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": _to_ddb(
+                                {":running": "running", ":queued": "queued", ":now": now, ":b": batch_id}
+                            ),
+                        }
+                    }
+                    for job_id in job_ids
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def finish_batch_job(
+        self, job_id: str, batch_id: str, *, result: dict[str, Any] | None = None, error: dict[str, str] | None = None
+    ) -> bool:
+        """A batch job's outcome: queued | running -> succeeded (result) or failed (error).
+
+        True only for the one writer that moved it; whoever gets True settles the job's reservation.
+        """
+        values: dict[str, Any] = {":queued": "queued", ":running": "running", ":b": batch_id, ":batch": "batch"}
+        finished = "updated_at = :now, finished_at = :now, batch_id = :b"
+        if result is not None:
+            expression = f"SET #s = :ok, #r = :result, {finished} REMOVE #e"
+            values.update({":ok": "succeeded", ":result": json.dumps(result, separators=(",", ":"))})
+        else:
+            expression = f"SET #s = :failed, #e = :error, {finished}"
+            values.update({":failed": "failed", ":error": error or {"code": "INTERNAL_ERROR", "message": ""}})
+        return self._update(job_id, expression, "#s IN (:queued, :running) AND #m = :batch", values)
+
+    def to_queued(self, job_id: str, error: dict[str, str]) -> bool:
+        """running -> queued after a transient failure; the last error stays visible meanwhile."""
+        return self._update(
+            job_id,
+            "SET #s = :queued, updated_at = :now, last_error = :error",
+            "#s = :running",
+            {":queued": "queued", ":running": "running", ":error": error},
+        )
+
+
+def public_view(record: dict[str, Any]) -> dict[str, Any]:
+    """GET /jobs/{id}: id, task, status, and the result or the error."""
+    view: dict[str, Any] = {"id": record["job_id"], "task": record["task"], "status": record["status"]}
+    view["mode"] = record.get("mode", "realtime")
+    if record["status"] == "succeeded" and "result" in record:
+        view["result"] = json.loads(str(record["result"]))
+    elif record["status"] == "failed" and "error" in record:
+        error = record["error"]
+        view["error"] = {"code": str(error.get("code", "INTERNAL_ERROR")), "message": str(error.get("message", ""))}
+    view["created_at"] = record.get("created_at")
+    view["updated_at"] = record.get("updated_at")
+    return view
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """What the consumer needs to know about its queue, read once per container."""
+
+    url: str
+    max_receive_count: int | None
+
+
+_queues: dict[str, QueueInfo] = {}
+
+
+def queue_info(url: str, sqs: Any) -> QueueInfo:
+    """maxReceiveCount from the queue's RedrivePolicy (None: no DLQ, so nothing is ever the last receive)."""
+    info = _queues.get(url)
+    if info is None:
+        max_receive: int | None = None
+        try:
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+            policy = attributes.get("RedrivePolicy")
+            if policy:
+                max_receive = int(json.loads(policy)["maxReceiveCount"])
+        except (ClientError, BotoCoreError, KeyError, ValueError):
+            logger.exception("could not read the queue's redrive policy")
+        if max_receive is None:
+            logger.error("jobs queue has no redrive policy: failed jobs cannot reach a dead-letter queue")
+        info = _queues[url] = QueueInfo(url, max_receive)
+    return info
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _aws(service: str) -> Any:
+    """One boto3 client per service and container (clients, unlike resources, are thread-safe)."""
+    with _clients_lock:
+        if service not in _clients:
+            _clients[service] = boto3.client(service)  # type: ignore[call-overload]
+        return _clients[service]
+
+
+def reset_clients() -> None:
+    """Forget cached AWS clients and stores (tests and the local stack change endpoints)."""
+    with _clients_lock:
+        _clients.clear()
+    _stores.clear()
+    _queues.clear()
+
+
+_stores: dict[str, JobStore] = {}
+
+
+def store_for(settings: Settings) -> JobStore:
+    store = _stores.get(settings.table_name)
+    if store is None:
+        store = _stores[settings.table_name] = JobStore(settings.table_name)
+    return store
