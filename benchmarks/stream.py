@@ -25,7 +25,6 @@ import io
 import itertools
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,29 +66,10 @@ def _ms(seconds: float) -> float:
 
 
 @contextlib.contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    """uvicorn on 127.0.0.1 (a free port) in a daemon thread, as LWA would reach it."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="bench-stream-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@contextlib.contextmanager
 def _environment() -> Iterator[tuple[Any, str]]:
     """Simulator + moto + the stream app under uvicorn; the process environment restored afterwards."""
     from benchmarks.env import bench_environment
+    from local.serve import serve_in_thread
     from local.simulator import Latency, Simulator
 
     with (
@@ -98,7 +78,7 @@ def _environment() -> Iterator[tuple[Any, str]]:
     ):
         from functions.stream.app import app
 
-        with _serve(app) as url:
+        with serve_in_thread(app) as url:
             yield sim, url
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 
 from claudekit.client import get_client, reset_client
 from functions.generate import app as generate_app
 from functions.stream import app as stream_app
+from local.serve import serve_in_thread
 from local.simulator import Fault, Latency, Simulator
 from tests.conftest import emf_records, metric_values
 
@@ -37,28 +37,9 @@ LONG_SYSTEM = "You are a meticulous reviewer. " * 200  # ~1500 tokens: above Son
 # ---- a real server and a real SSE client -------------------------------------------------------
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` under uvicorn on 127.0.0.1 (a free port) in a daemon thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="stream-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with serve(stream_app.app) as url:
+    with serve_in_thread(stream_app.app) as url:
         yield url
 
 
