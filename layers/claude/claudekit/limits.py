@@ -59,10 +59,12 @@ class Ledger:
         return table
 
     def admit(self, user_id: str, estimate_usd: Decimal, now: float | None = None) -> Reservation:
-        """Count one request against the minute window and reserve `estimate_usd` of today's budget."""
+        """Count one request against the minute window and reserve `estimate_usd` of today's budget.
+
+        Both writes go in one transaction: one round trip, and a refusal changes neither counter.
+        """
         now = time.time() if now is None else now
         user_key = hash_user(user_id)
-        self._count_request(user_key, now)
         day = _today(now)
         limit = self.daily_budget - estimate_usd
         if limit < 0:
@@ -70,36 +72,31 @@ class Ledger:
                 "this request could cost more than the whole daily budget; lower max_tokens",
                 retry_after=_seconds_to_midnight(now),
             )
+        rate = {
+            "TableName": self._table_name,
+            "Key": {"id": f"rate#{user_key}#{int(now // 60)}"},
+            "UpdateExpression": "ADD requests :one SET expiration = :exp",
+            "ConditionExpression": "attribute_not_exists(requests) OR requests < :limit",
+            "ExpressionAttributeValues": {":one": 1, ":limit": self.rate_per_minute, ":exp": int(now) + 120},
+        }
+        budget = {
+            "TableName": self._table_name,
+            "Key": {"id": f"usage#{user_key}#{day}"},
+            "UpdateExpression": "ADD committed_usd :est SET expiration = :exp",
+            "ConditionExpression": "attribute_not_exists(committed_usd) OR committed_usd <= :limit",
+            "ExpressionAttributeValues": {":est": estimate_usd, ":limit": limit, ":exp": int(now) + 2 * DAY_SECONDS},
+        }
         try:
-            self._table.update_item(
-                Key={"id": f"usage#{user_key}#{day}"},
-                UpdateExpression="ADD committed_usd :est SET expiration = :exp",
-                ConditionExpression="attribute_not_exists(committed_usd) OR committed_usd <= :limit",
-                ExpressionAttributeValues={
-                    ":est": estimate_usd,
-                    ":limit": limit,
-                    ":exp": int(now) + 2 * DAY_SECONDS,
-                },
-            )
+            # The resource's client takes Python values, like the Table methods.
+            self._table.meta.client.transact_write_items(TransactItems=[{"Update": rate}, {"Update": budget}])
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise RateLimited(retry_after=max(1, 60 - int(now) % 60)) from None
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 raise BudgetExceeded(retry_after=_seconds_to_midnight(now)) from None
             raise InternalError("usage ledger unavailable") from exc
         return Reservation(user_key, day, estimate_usd)
-
-    def _count_request(self, user_key: str, now: float) -> None:
-        minute = int(now // 60)
-        try:
-            self._table.update_item(
-                Key={"id": f"rate#{user_key}#{minute}"},
-                UpdateExpression="ADD requests :one SET expiration = :exp",
-                ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-                ExpressionAttributeValues={":one": 1, ":limit": self.rate_per_minute, ":exp": int(now) + 120},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise RateLimited(retry_after=max(1, 60 - int(now) % 60)) from None
-            raise InternalError("usage ledger unavailable") from exc
 
     def settle(self, reservation: Reservation, usage: Usage, cost: Decimal) -> None:
         """Replace the reservation with what the call really cost, and count its tokens."""
