@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from claudekit import errors, tasks
-from claudekit.contract import ClassifyBody, IdeasBody
+from claudekit.contract import ClassifyBody, GenerateBody, IdeasBody
 from claudekit.deadline import Deadline
 
 
@@ -94,3 +94,41 @@ def test_the_wrong_number_of_ideas_is_never_returned(client: Any, canned: Canned
     canned.replies += [json.dumps({"ideas": [idea]}), json.dumps({"ideas": [idea, idea]})]
     with pytest.raises(errors.StructuredOutputError):
         tasks.ideas(client, IdeasBody(topic="x", count=3), "u", Deadline.after(10))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{}",
+        "[]",
+        '{"type": "message", "content": null}',
+        '{"id": "x", "type": "message", "role": "assistant", "model": "m", "content": [{"type": "text"}],'
+        ' "stop_reason": "end_turn", "usage": {}}',
+    ],
+)
+def test_json_of_the_wrong_shape_is_upstream_error_not_a_crash(make_client: Any, body: str) -> None:
+    """A 200 with valid JSON that is not a message: retried, then 502, never a 500."""
+    raw = body.encode()
+
+    class Wrong(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Wrong)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = make_client(anthropic_base_url=f"http://127.0.0.1:{server.server_address[1]}", model_fallback="")
+        with pytest.raises(errors.UpstreamServerError) as caught:
+            tasks.generate(client, GenerateBody(prompt="hi"), "u", Deadline.after(10))
+        assert caught.value.status == 502
+    finally:
+        server.shutdown()
+        server.server_close()

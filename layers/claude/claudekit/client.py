@@ -337,8 +337,9 @@ class ClaudeClient:
             return self._sdk
 
     def _create(self, model: str, timeout: float, params: dict[str, Any]) -> ClaudeResult:
-        message = self._client().messages.create(model=model, timeout=timeout, **params)
-        return _result_of(message, model)
+        client = self._client()
+        with _malformed_is_upstream_error():
+            return _result_of(client.messages.create(model=model, timeout=timeout, **params), model)
 
     def _with_fallback(
         self, call: _Call, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
@@ -489,14 +490,20 @@ class _OpenStream:
 
     def _next_text(self) -> str | None:
         """Advance to the next text piece; None at the end of the stream."""
+        with _malformed_is_upstream_error():
+            return self._advance()
+
+    def _advance(self) -> str | None:
         for event in self._iter:
             kind = event.type
             if kind == "message_start":
                 self.model = event.message.model
                 self.usage = Usage.from_api(event.message.usage)
             elif kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
+                if not isinstance(event.delta.text, str):
+                    raise TypeError("text delta without text")
                 self.text_parts.append(event.delta.text)
-                return str(event.delta.text)
+                return event.delta.text
             elif kind == "message_delta":
                 self.stop_reason = event.delta.stop_reason
                 delta_usage = Usage.from_api(event.usage)
@@ -549,9 +556,22 @@ class _OpenStream:
         )
 
 
+@contextlib.contextmanager
+def _malformed_is_upstream_error() -> Iterator[None]:
+    """A 200 whose body is JSON of the wrong shape ({} or [] or a block without text) makes the SDK
+    or our reading of it fail with a TypeError or AttributeError: that is upstream's fault, not a bug
+    of ours, so it becomes a retryable UPSTREAM_ERROR rather than a 500."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise UpstreamServerError("the model service returned a malformed response") from exc
+
+
 def _result_of(message: Any, model: str) -> ClaudeResult:
     """A ClaudeResult from the SDK's Message (cost still to be computed)."""
-    text = "".join(block.text for block in message.content if block.type == "text")
+    if not isinstance(message.content, list) or message.usage is None:
+        raise TypeError("message without content or usage")
+    text = "".join(_text_of(block) for block in message.content if block.type == "text")
     return ClaudeResult(
         text=text,
         model=message.model or model,
@@ -561,6 +581,12 @@ def _result_of(message: Any, model: str) -> ClaudeResult:
         request_id=getattr(message, "_request_id", None),
         attempts=1,
     )
+
+
+def _text_of(block: Any) -> str:
+    if not isinstance(block.text, str):
+        raise TypeError("text block without text")
+    return block.text
 
 
 def _describe(exc: ValidationError) -> str:
