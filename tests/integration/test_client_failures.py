@@ -180,9 +180,9 @@ def test_deadline_shorter_than_retry_after_gives_up_at_once(make_client: Any, si
     started = time.monotonic()
 
     with pytest.raises(errors.UpstreamUnavailable) as caught:
-        client.complete(request(), Deadline.after(3))
+        client.complete(request(), Deadline.after(20))
 
-    assert time.monotonic() - started < 3  # it did not sleep into the deadline
+    assert time.monotonic() - started < 10  # it did not sleep toward the 30 s (nor the 20 s deadline)
     assert caught.value.retry_after == 30  # and tells the caller how long to wait
     assert attempts(sim) == 1
 

@@ -111,7 +111,7 @@ def test_never_sleeps_past_the_deadline() -> None:
         call_with_retry(overloaded, deadline=Deadline.after(5), max_attempts=5, base_delay=0, max_delay=0)
     assert calls == 1
     assert caught.value.retry_after == 20
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4  # sleeping the 20 s would have run past the 5 s deadline
 
 
 def test_long_waits_are_handed_back_when_capped() -> None:
