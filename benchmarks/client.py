@@ -42,6 +42,7 @@ def cold_import_ms(runs: int = 5, *, bytecode: bool = True) -> float:
     """
     code = "import time; t=time.perf_counter(); import app; print((time.perf_counter()-t)*1000)"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'claude'}", "CLAUDE_SECRET_ID": "x", "TABLE_NAME": "x"}
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # import builds the client, as Lambda's init does
     samples = []
     for _ in range(runs):
         if not bytecode:

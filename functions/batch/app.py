@@ -12,7 +12,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from claudekit import jobs
+from claudekit.client import get_client
 from claudekit.telemetry import logger
+
+get_client()  # settings parsed in the init phase: a bad variable fails the cold start, by name
 
 
 @logger.inject_lambda_context

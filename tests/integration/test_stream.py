@@ -23,7 +23,6 @@ import httpx2
 import pytest
 
 from claudekit.client import get_client, reset_client
-from functions.generate import app as generate_app
 from functions.stream import app as stream_app
 from local.serve import serve_in_thread
 from local.simulator import Fault, Latency, Simulator
@@ -469,6 +468,8 @@ def post_generate(payload: dict[str, Any], user: str) -> dict[str, Any]:
     event = json.loads((EVENTS / "generate.json").read_text())
     event["body"] = json.dumps(payload)
     event["requestContext"]["authorizer"]["claims"]["sub"] = user
+    from functions.generate import app as generate_app  # imported with settings in place: it builds the client
+
     response = generate_app.handler(event, FakeLambdaContext())  # type: ignore[arg-type]
     assert response["statusCode"] == 200, response["body"]
     return dict(json.loads(response["body"]))

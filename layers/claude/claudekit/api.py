@@ -17,7 +17,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from claudekit.client import ClaudeResult
+from claudekit.client import ClaudeResult, get_client
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound, Unauthorized
 from claudekit.settings import get_settings
@@ -57,7 +57,12 @@ def result_fields(result: ClaudeResult) -> dict[str, Any]:
 
 
 def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for a REST function: correlation id in logs, a trace, then the router."""
+    """The Lambda entry point for a REST function: correlation id in logs, a trace, then the router.
+
+    Called at import, so the settings are parsed and the client built in Lambda's init phase: a
+    bad variable fails the cold start with its name, not the first request.
+    """
+    get_client()
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
     @tracer.capture_lambda_handler

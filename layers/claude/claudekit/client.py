@@ -263,12 +263,7 @@ class ClaudeClient:
                 max_attempt_seconds=s.request_timeout_seconds,
             )
 
-        try:
-            return run()
-        except UpstreamAuth:
-            logger.error("upstream rejected our API key; refreshing the secret once")
-            self._client(refresh=True)
-            return run()
+        return self._refreshing_key(run)
 
     def batch_result(self, message: Any) -> ClaudeResult:
         """A succeeded batch request's Message as a ClaudeResult, its cost at the batch rate."""
@@ -341,6 +336,19 @@ class ClaudeClient:
         with _malformed_is_upstream_error():
             return _result_of(client.messages.create(model=model, timeout=timeout, **params), model)
 
+    def _refreshing_key(self, run: Callable[[], T]) -> T:
+        """Run; on an upstream 401 the key may have been rotated: refresh it once and run once more."""
+        try:
+            return run()
+        except UpstreamAuth:
+            logger.error("upstream rejected our API key; refreshing the secret once")
+            self._client(refresh=True)
+            try:
+                return run()
+            except UpstreamAuth:
+                logger.critical("upstream still rejects the API key: fix the secret")
+                raise
+
     def _with_fallback(
         self, call: _Call, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
     ) -> Any:
@@ -385,17 +393,7 @@ class ClaudeClient:
                     ),
                 )
 
-            try:
-                return run()
-            except UpstreamAuth:
-                # The key may have been rotated: refresh it once and try once more.
-                logger.error("upstream rejected our API key; refreshing the secret once", extra={"model": model})
-                self._client(refresh=True)
-                try:
-                    return run()
-                except UpstreamAuth:
-                    logger.critical("upstream still rejects the API key: fix the secret", extra={"model": model})
-                    raise
+            return self._refreshing_key(run)
 
         guarded = circuit_breaker(
             name=f"claude:{model}", persistence_store=self._breaker_store, config=self._breaker_config
