@@ -149,7 +149,9 @@ def test_hang_every_time_is_upstream_timeout(make_client: Any, sim: Simulator, c
     assert metric_values(capsys.readouterr().out, "Errors_UPSTREAM_TIMEOUT") == [1]
 
 
-def test_connection_refused_is_upstream_unavailable(make_client: Any, sim: Simulator) -> None:
+def test_connection_refused_is_upstream_unavailable(
+    make_client: Any, sim: Simulator, capsys: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
@@ -157,6 +159,11 @@ def test_connection_refused_is_upstream_unavailable(make_client: Any, sim: Simul
     with pytest.raises(errors.UpstreamUnavailable) as caught:
         client.complete(request(), Deadline.after(10))
     assert (caught.value.code, caught.value.status) == ("UPSTREAM_UNAVAILABLE", 503)
+    out = capsys.readouterr().out
+    assert metric_values(out, "Errors_UPSTREAM_UNAVAILABLE") == [1]
+    # No server saw the attempts, so count them in the failure log line: all three were made.
+    [failed] = [r for r in caplog.records if r.getMessage() == "claude call failed"]
+    assert failed.attempts == 3  # type: ignore[attr-defined]
 
 
 def test_connection_reset_is_retried(client: ClaudeClient, sim: Simulator) -> None:
