@@ -4,15 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SAM_VENV ?= .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+# The template scanners live apart: checkov pins more of the world than the project should follow.
+SCAN_VENV ?= .venv-scan
+# The smoke build: the same template for this machine's CPU, started from its artifact.
+SMOKE_ARCH ?= $(shell uname -m | sed 's/aarch64/arm64/')
+SMOKE_BUILD := .aws-sam/build-$(SMOKE_ARCH)
 # sam build needs the Lambda runtime's Python on PATH; pyenv provides it on dev machines and CI.
 SAM_PYTHON ?= 3.13.0
 PORT ?= 3000
 
-.PHONY: venv run test lint typecheck unit validate build check-arch bench clean
+.PHONY: venv run test lint typecheck scan unit lock validate build check-arch smoke bench clean
 
+# The runtime locks first (hash-checked, exactly what sam build ships), then the dev tools.
 $(VENV)/.installed: requirements-dev.txt layers/claude/requirements.txt functions/stream/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r layers/claude/requirements.txt
+	$(VENV)/bin/pip install -q -r functions/stream/requirements.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	touch $@
 
@@ -28,8 +36,24 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck scan
 	$(PY) -m pytest
+
+# Every runtime import is in a lock; the template passes cfn-lint (+ serverless rules) and checkov.
+scan: venv $(SCAN_VENV)/.installed
+	$(PY) -m local.deps check
+	$(SCAN_VENV)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
+	$(SCAN_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet
+
+$(SCAN_VENV)/.installed:
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install -q --upgrade pip
+	$(SCAN_VENV)/bin/pip install -q cfn-lint==1.58.0 cfn-lint-serverless==0.3.6 checkov==3.3.30
+	touch $@
+
+# Recompile the hash-locked runtime requirements from their requirements.in files.
+lock: venv
+	$(PY) -m local.deps lock
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -53,8 +77,18 @@ build: validate
 check-arch: venv
 	$(PY) -m local.check_arch .aws-sam/build
 
+# The artifact as Lambda runs it: built for this machine's CPU, each function started from its build
+# folder in a clean Python 3.13 with only boto3 besides, invoked with its events/ file.
+smoke: validate venv
+	PYENV_VERSION=$(SAM_PYTHON) $(SAM) build --region us-east-1 --build-dir $(SMOKE_BUILD) \
+		--parameter-overrides Architecture=$(SMOKE_ARCH)
+	PYENV_VERSION=$(SAM_PYTHON) python3.13 -m compileall -q -j 0 --invalidation-mode unchecked-hash $(SMOKE_BUILD)
+	$(PY) -m local.check_arch $(SMOKE_BUILD) --arch $(SMOKE_ARCH)
+	SMOKE_BUILD_DIR=$(SMOKE_BUILD) SMOKE_PYTHON=$$(PYENV_VERSION=$(SAM_PYTHON) pyenv which python3.13) \
+		$(PY) -m pytest tests/artifact -p no:cacheprovider
+
 bench: venv
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
