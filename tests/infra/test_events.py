@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cfn_tools import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 API_EVENTS = {
@@ -65,3 +66,20 @@ def test_batch_event_carries_a_job_message() -> None:
     assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
     message = json.loads(record["body"])
     assert {"job_id", "user", "task", "input"} <= message.keys()
+
+
+def test_env_vars_file_overrides_what_sam_local_cannot_resolve(root: Path) -> None:
+    """`sam local invoke --env-vars events/env.json`: under sam local a Ref to a resource resolves to
+    its logical id, so each such variable needs a real value; and sam local ignores any variable the
+    template does not declare, so the file may name no other."""
+    template = load_yaml((root / "template.yaml").read_text(encoding="utf-8"))
+    declared = template["Globals"]["Function"]["Environment"]["Variables"]
+    resources = set(template["Resources"])
+    refers_to_resource = {
+        name
+        for name, value in declared.items()
+        if isinstance(value, dict) and str(value.get("Ref", value.get("Fn::GetAtt", [""])[0])) in resources
+    }
+    overrides = load("env.json")["Parameters"]
+    assert refers_to_resource == {"CLAUDE_SECRET_ID", "TABLE_NAME", "JOBS_QUEUE_URL"}
+    assert set(overrides) == refers_to_resource
