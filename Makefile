@@ -13,7 +13,7 @@ SMOKE_BUILD := .aws-sam/build-$(SMOKE_ARCH)
 SAM_PYTHON ?= 3.13.0
 PORT ?= 3000
 
-.PHONY: venv run test lint typecheck scan unit lock validate build check-arch smoke bench clean
+.PHONY: venv run test lint typecheck scan unit lock validate build check-arch smoke-build smoke bench clean
 
 # The runtime locks first (hash-checked, exactly what sam build ships), then the dev tools.
 $(VENV)/.installed: requirements-dev.txt layers/claude/requirements.txt functions/stream/requirements.txt
@@ -79,16 +79,19 @@ check-arch: venv
 
 # The artifact as Lambda runs it: built for this machine's CPU, each function started from its build
 # folder in a clean Python 3.13 with only boto3 besides, invoked with its events/ file.
-smoke: validate venv
+smoke-build: validate venv
 	PYENV_VERSION=$(SAM_PYTHON) $(SAM) build --region us-east-1 --build-dir $(SMOKE_BUILD) \
 		--parameter-overrides Architecture=$(SMOKE_ARCH)
 	PYENV_VERSION=$(SAM_PYTHON) python3.13 -m compileall -q -j 0 --invalidation-mode unchecked-hash $(SMOKE_BUILD)
 	$(PY) -m local.check_arch $(SMOKE_BUILD) --arch $(SMOKE_ARCH)
+
+smoke: smoke-build
 	SMOKE_BUILD_DIR=$(SMOKE_BUILD) SMOKE_PYTHON=$$(PYENV_VERSION=$(SAM_PYTHON) pyenv which python3.13) \
 		$(PY) -m pytest tests/artifact -p no:cacheprovider
 
-bench: venv
-	$(PY) -m benchmarks.run
+# Cold start is measured on the smoke build (the artifact, for this machine's CPU).
+bench: venv smoke-build
+	SMOKE_PYTHON=$$(PYENV_VERSION=$(SAM_PYTHON) pyenv which python3.13) $(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -7,7 +7,7 @@ boto3). It imports the handler once (the init phase, timed), then invokes it onc
 on stdin, as Lambda sends one event at a time to an environment, and answers one JSON line per
 event on the stdout it was given. Whatever the function prints (its logs) goes to stderr.
 
-Protocol: first line out ``{"init_ms": float}`` or ``{"init_error": str}``; then per event in,
+Protocol: first line out ``{"init_ms": float, "rss_mb": float}`` or ``{"init_error": str}``; then per event in,
 ``{"result": ...}`` or ``{"error": str}``.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import sys
 import time
 import traceback
@@ -56,7 +57,9 @@ def main() -> int:
     except Exception:
         protocol.write(json.dumps({"init_error": traceback.format_exc()}) + "\n")
         return 1
-    protocol.write(json.dumps({"init_ms": (time.perf_counter() - started) * 1000}) + "\n")
+    init_ms = (time.perf_counter() - started) * 1000
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    protocol.write(json.dumps({"init_ms": init_ms, "rss_mb": rss_mb}) + "\n")
     for line in sys.stdin:
         event: Any = json.loads(line)
         # Lambda sets a fresh trace header for every invocation; not sampled, so nothing is sent.
