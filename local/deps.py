@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -98,7 +99,12 @@ def imported_modules(sources: Path) -> set[str]:
 
 def distributions_of(module: str) -> set[str]:
     """The distributions that provide `module`, as this (dev) environment has them installed."""
-    return {canonicalize_name(d) for d in metadata.packages_distributions().get(module, [])}
+    return {canonicalize_name(d) for d in _module_owners().get(module, [])}
+
+
+@cache
+def _module_owners() -> dict[str, list[str]]:
+    return dict(metadata.packages_distributions())
 
 
 def requirements_of(name: str, extras: Iterable[str] = ()) -> set[str]:
