@@ -8,7 +8,7 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_PYTHON ?= 3.13.0
 PORT ?= 3000
 
-.PHONY: venv run test lint typecheck unit validate build check-arch bench clean
+.PHONY: venv run test lint typecheck unit validate build check-arch bench prices clean
 
 $(VENV)/.installed: requirements-dev.txt layers/claude/requirements.txt functions/stream/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ check-arch: venv
 
 bench: venv
 	$(PY) -m benchmarks.run
+
+# Regenerate the layer's price rows from the pinned genai-prices (after bumping it in requirements-dev.txt).
+prices: venv
+	$(PY) -m local.prices
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
