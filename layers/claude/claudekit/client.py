@@ -223,7 +223,7 @@ class ClaudeClient:
 
         def open_stream(model: str, timeout: float) -> _OpenStream:
             events = self._client().messages.create(model=model, stream=True, timeout=timeout, **call.params)
-            stream = _OpenStream(events)
+            stream = _OpenStream(events, max_tokens=int(call.params["max_tokens"]))
             try:
                 stream.read_until_text()
             except BaseException:
@@ -580,11 +580,13 @@ class _OpenStream:
     Billing rule (docs/streaming.md): a finished stream is billed exactly as its final usage says.
     A stream cut short (caller gone, upstream error, deadline) is billed the output tokens upstream
     last reported (message_start, or a message_delta's cumulative count) plus one token per UTF-8
-    byte of every delta received since: an upper bound on what was generated, whether or not it
-    reached the caller, and never fewer tokens than the delivered text could hold.
+    byte of every delta received since, at most max_tokens (the model cannot produce more): an
+    upper bound on what was generated, whether or not it reached the caller, and never fewer
+    tokens than the delivered text could hold.
     """
 
-    def __init__(self, events: Any) -> None:
+    def __init__(self, events: Any, *, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
         self._events = events
         self._iter = iter(events)
         self._buffer: list[str] = []
@@ -664,7 +666,8 @@ class _OpenStream:
         text = "".join(self.text_parts)
         if not self.finished:
             # Cut short: what upstream last reported plus an upper bound on what came after it.
-            self.usage.output_tokens += self.bytes_since_usage
+            estimate = min(self.usage.output_tokens + self.bytes_since_usage, self.max_tokens)
+            self.usage.output_tokens = max(self.usage.output_tokens, estimate)
             self.bytes_since_usage = 0
         return ClaudeResult(
             text=text,
