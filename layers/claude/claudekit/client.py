@@ -323,12 +323,11 @@ class ClaudeClient:
         cacheable = 0
         if request.system:
             block: dict[str, Any] = {"type": "text", "text": request.system}
-            system_tokens = _utf8_bytes(request.system) + MESSAGE_OVERHEAD_TOKENS
-            pieces.append(system_tokens - MESSAGE_OVERHEAD_TOKENS)
+            pieces.append(_utf8_bytes(request.system))
             # Below the model's minimum cacheable length cache_control silently does nothing.
             if len(request.system) // CHARS_PER_TOKEN >= self._price(model).min_cache_tokens:
                 block["cache_control"] = {"type": "ephemeral", "ttl": s.cache_ttl}
-                cacheable = system_tokens
+                cacheable = pieces[-1] + MESSAGE_OVERHEAD_TOKENS
             params["system"] = [block]
         if request.output_schema is not None:
             params["output_config"] = {"format": {"type": "json_schema", "schema": request.output_schema}}
