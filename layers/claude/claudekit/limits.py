@@ -122,7 +122,11 @@ class Ledger:
             "Key": {"id": f"usage#{user_key}#{day}"},
             "UpdateExpression": "ADD committed_usd :est SET expiration = :exp",
             "ConditionExpression": "attribute_not_exists(committed_usd) OR committed_usd <= :limit",
-            "ExpressionAttributeValues": {":est": estimate_usd, ":limit": limit, ":exp": int(now) + 2 * DAY_SECONDS},
+            "ExpressionAttributeValues": {
+                ":est": _n(estimate_usd),
+                ":limit": limit,
+                ":exp": int(now) + 2 * DAY_SECONDS,
+            },
         }
         try:
             # The resource's client takes Python values, like the Table methods.
@@ -136,12 +140,9 @@ class Ledger:
             raise InternalError("usage ledger unavailable") from exc
         return Reservation(user_key, day, estimate_usd)
 
-    def settle(
-        self, reservation: Reservation, usage: Usage, cost: Costs | Decimal, *, feature: str = "unknown"
-    ) -> None:
+    def settle(self, reservation: Reservation, usage: Usage, costs: Costs, *, feature: str) -> None:
         """Replace the reservation with what the call really cost, and count its tokens, in total
         and per feature (with what the call would have cost without caching and without routing)."""
-        costs = cost if isinstance(cost, Costs) else Costs(cost, cost, cost)
         counters: dict[str, Decimal | int] = {
             "cost_usd": costs.actual,
             "requests": 1,
