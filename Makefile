@@ -13,7 +13,7 @@ SMOKE_BUILD := .aws-sam/build-$(SMOKE_ARCH)
 SAM_PYTHON ?= 3.13.0
 PORT ?= 3000
 
-.PHONY: venv run test lint typecheck scan unit lock validate build check-arch smoke-build smoke bench clean
+.PHONY: venv run test lint typecheck scan unit lock prices validate build check-arch smoke-build smoke bench clean
 
 # The runtime locks first (hash-checked, exactly what sam build ships), then the dev tools.
 $(VENV)/.installed: requirements-dev.txt layers/claude/requirements.txt functions/stream/requirements.txt
@@ -92,6 +92,10 @@ smoke: smoke-build
 # Cold start is measured on the smoke build (the artifact, for this machine's CPU).
 bench: venv smoke-build
 	SMOKE_PYTHON=$$(PYENV_VERSION=$(SAM_PYTHON) pyenv which python3.13) $(PY) -m benchmarks.run
+
+# Regenerate the layer's price rows from the pinned genai-prices (after bumping it in requirements-dev.txt).
+prices: venv
+	$(PY) -m local.prices
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

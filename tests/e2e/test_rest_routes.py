@@ -106,12 +106,17 @@ def test_rate_limited_with_retry_after(stack: StackClient, sim: Simulator, user:
     assert len(sim.message_requests()) == 6
 
 
-def test_budget_exceeded_with_retry_after(stack: StackClient, sim: Simulator, user: str) -> None:
-    # 4096 output tokens on the deep tier could cost more than the whole 0.05 USD budget.
+def test_a_request_that_could_never_fit_the_budget_is_422_without_retry_after(
+    stack: StackClient, sim: Simulator, user: str
+) -> None:
+    # 4096 output tokens on the deep tier (Opus 5.5, $20 per million) could cost 0.08 USD, more than
+    # the whole 0.05 USD budget: waiting until midnight cannot help, a smaller max_tokens can.
     reply = stack.post("/generate", {"prompt": "Think hard.", "task": "reason", "max_tokens": 4096}, user)
-    assert_error(reply, 429, "BUDGET_EXCEEDED")
-    assert int(reply.headers["retry-after"]) >= 1
+    assert_error(reply, 422, "COST_EXCEEDS_BUDGET")
+    assert "retry-after" not in reply.headers
+    assert "max_tokens" in reply.body["error"]["message"]
     assert sim.message_requests() == []
+    assert stack.usage(user)["remaining"]["requests_this_minute"] == 6  # not counted either
 
 
 def test_upstream_500s_are_upstream_error(stack: StackClient, sim: Simulator, user: str) -> None:

@@ -15,7 +15,21 @@ CASES = [
     ("generate", "generate.json", {"text", "model", "stop_reason", "truncated", "usage", "cost_usd", "request_id"}),
     ("classify", "classify.json", {"label", "model", "usage", "cost_usd"}),
     ("ideas", "ideas.json", {"ideas", "model", "usage", "cost_usd"}),
-    ("generate", "usage.json", {"date", "requests", "usage", "cost_usd", "limits", "remaining"}),
+    (
+        "generate",
+        "usage.json",
+        {
+            "date",
+            "requests",
+            "usage",
+            "cost_usd",
+            "without_caching_usd",
+            "without_routing_usd",
+            "features",
+            "limits",
+            "remaining",
+        },
+    ),
 ]
 
 

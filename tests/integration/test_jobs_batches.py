@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BATCHES_PATH = "/v1/messages/batches"
 # Polls come back at once in tests (deployed: BATCH_POLL_SECONDS, default 60).
 FAST = jobs.JobOptions(min_start_seconds=1, concurrency=4, batch_poll_seconds=0)
-# claude-haiku-5-5 (summarize's tier) per million tokens, as pricing.json ships it.
-HAIKU_INPUT, HAIKU_OUTPUT = Decimal("1.0"), Decimal("5.0")
+# claude-haiku-5-5 (summarize's tier) per million tokens (prompts up to 100,000 tokens), as prices.json ships it.
+HAIKU_INPUT, HAIKU_OUTPUT = Decimal("0.1"), Decimal("0.5")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -324,10 +324,12 @@ def test_a_batch_over_the_budget_is_refused_before_anything_happens(
     from claudekit.client import reset_client
 
     reset_client()
-    # 30 reasoning jobs at the batch rate reserve far more than a cent.
+    # 30 reasoning jobs at the batch rate reserve far more than a cent: more than the whole budget,
+    # so waiting cannot help (no Retry-After) and the message says what to lower.
     status, body = post_jobs(user, [{"task": "reason", "input": f"Why {i}?"} for i in range(30)], mode="batch")
 
-    assert status == 429 and body["error"]["code"] == "BUDGET_EXCEEDED"
+    assert status == 422 and body["error"]["code"] == "COST_EXCEEDS_BUDGET"
+    assert "lower the input size" in body["error"]["message"]
     assert jobs_of(user) == [] and batch_creates(sim) == 0
     assert get_client().ledger.report(user)["remaining"]["budget_usd"] == pytest.approx(0.01)
 

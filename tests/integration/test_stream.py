@@ -431,6 +431,26 @@ def test_client_disconnect_closes_upstream_and_still_records_usage(
     assert report["requests"] == 1 and report["usage"]["output_tokens"] == record["OutputTokens"][0]
 
 
+@pytest.mark.parametrize("leave_after", [1, 25, 75])
+def test_a_caller_leaving_mid_stream_is_billed_at_least_what_it_received(
+    base_url: str, settings_env: dict[str, str], sim: Simulator, user: str, leave_after: int
+) -> None:
+    # 100 deltas over ~2 s; the caller reads `leave_after` of them and hangs up.
+    sim.configure(latency=Latency(ttft=0.05, tokens_per_second=200), reply_tokens=400)
+    received = ""
+    with open_stream(base_url, body("Tell me a long story.", max_tokens=1000), user) as (response, events, _):
+        assert response.status_code == 200
+        for event in itertools.islice(events, leave_after):
+            received += event.data["text"]
+
+    assert wait_for(lambda: get_client().ledger.report(user)["requests"] == 1, timeout=10)
+    report = get_client().ledger.report(user)
+    # At least one token per byte the caller got (the model stops at max_tokens), never more than
+    # max_tokens: disconnecting never makes an answer cheap.
+    assert min(len(received.encode()), 1000) <= report["usage"]["output_tokens"] <= 1000
+    assert report["cost_usd"] > 0
+
+
 def test_client_disconnect_before_the_first_byte_abandons_the_call(
     base_url: str, settings_env: dict[str, str], sim: Simulator, user: str
 ) -> None:

@@ -8,10 +8,12 @@ The client never knows which adapter called it; adapters never talk to the SDK.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from aws_lambda_powertools.utilities.circuit_breaker import (
 )
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from pydantic import BaseModel, ValidationError
+from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from claudekit import secret
 from claudekit.deadline import Deadline
@@ -40,17 +43,31 @@ from claudekit.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from claudekit.limits import Ledger, Reservation
+from claudekit.limits import Costs, Ledger, Reservation
 from claudekit.retry import call_with_retry, classify
 from claudekit.routing import max_tokens_for, model_for
 from claudekit.settings import Settings, get_settings
 from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
-from claudekit.usage import Price, Usage, cost_usd, price_table
+from claudekit.usage import (
+    ModelPrices,
+    Usage,
+    cost_usd,
+    cost_without_caching,
+    price_table,
+    utc_date,
+    worst_case_usd,
+)
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-CHARS_PER_TOKEN = 4  # a deliberately rough estimate, used only for caps and reservations
+CHARS_PER_TOKEN = 4  # typical English; only decides whether a system prompt is worth marking for caching
+# Tokens never exceed the UTF-8 bytes of the text (byte-level BPE), plus a few per message for the
+# role and separators the API adds: bytes + this per message is a true upper bound for reservations.
+MESSAGE_OVERHEAD_TOKENS = 16
+# Routes whose callers choose max_tokens: what to lower when a request could never fit the budget.
+CALLER_SETS_MAX_TOKENS = frozenset({"generate", "stream"})
+SETTLE_ATTEMPTS = 3
 
 
 @dataclass
@@ -101,11 +118,14 @@ class _Attempts:
 
 @dataclass
 class _Call:
-    """The SDK parameters for one request, after caps and routing."""
+    """The SDK parameters for one request, after caps and routing, and the bounds it is reserved at."""
 
     model: str
     params: dict[str, Any]
     input_chars: int
+    prompt_tokens: int  # upper bound: UTF-8 bytes of everything sent + MESSAGE_OVERHEAD_TOKENS per message
+    cacheable_tokens: int  # upper bound on the prefix marked for caching (the system prompt)
+    day: date  # the prices in force on this (UTC) date apply
     max_retry_wait: float | None = None
 
 
@@ -113,9 +133,11 @@ class ClaudeClient:
     def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
         self.settings = settings
         self.prices = price_table(settings.pricing_json)
-        for model in {settings.model_fast, settings.model_balanced, settings.model_deep, settings.model_fallback}:
+        for model in (settings.model_fast, settings.model_balanced, settings.model_deep, settings.model_fallback):
             if model and model not in self.prices:
-                raise ConfigurationError(f"invalid configuration: no price for model {model!r} (PRICING_JSON)")
+                raise ConfigurationError(
+                    f"invalid configuration: no price for model {model!r} (add its row with PRICING_JSON)"
+                )
         self.ledger = ledger or Ledger(
             settings.table_name,
             rate_per_minute=settings.rate_limit_per_minute,
@@ -151,7 +173,7 @@ class ClaudeClient:
             self._record_failure(request, call.model, exc, attempts.count)
             raise
         result.attempts = attempts.count
-        self._settle(request, reservation, result, latency=time.monotonic() - started)
+        self._settle(request, reservation, result, latency=time.monotonic() - started, day=call.day)
         return result
 
     def complete_structured(
@@ -201,7 +223,7 @@ class ClaudeClient:
 
         def open_stream(model: str, timeout: float) -> _OpenStream:
             events = self._client().messages.create(model=model, stream=True, timeout=timeout, **call.params)
-            stream = _OpenStream(events)
+            stream = _OpenStream(events, max_tokens=int(call.params["max_tokens"]))
             try:
                 stream.read_until_text()
             except BaseException:
@@ -231,7 +253,7 @@ class ClaudeClient:
             result = upstream.result(call.model, attempts=attempts.count)
             extra = {"TimeToFirstToken": (first_token * 1000, MetricUnit.Milliseconds)}
             extra["StreamDuration"] = ((time.monotonic() - started) * 1000, MetricUnit.Milliseconds)
-            self._settle(request, reservation, result, latency=time.monotonic() - started, extra=extra)
+            self._settle(request, reservation, result, latency=time.monotonic() - started, extra=extra, day=call.day)
             if failure is not None:
                 self._record_failure(request, result.model, failure, attempts.count)
         yield result
@@ -242,8 +264,7 @@ class ClaudeClient:
         """`params` for one Message Batches request, built exactly as `complete` builds a call
         (caps, routing, caching; the model included), and its worst-case cost at the batch rate."""
         call = self._prepare(request)
-        discount = self._price(call.model).batch_discount
-        return {"model": call.model, **call.params}, self._worst_case(call) * (1 - discount)
+        return {"model": call.model, **call.params}, self._worst_case(call, batch=True)
 
     def batches(self, operation: Callable[[Batches, float], T], deadline: Deadline, *, retry: bool = True) -> T:
         """Run `operation(sdk.messages.batches, timeout)`; what escapes is a ClaudeError.
@@ -265,16 +286,19 @@ class ClaudeClient:
 
         return self._refreshing_key(run)
 
-    def batch_result(self, message: Any) -> ClaudeResult:
-        """A succeeded batch request's Message as a ClaudeResult, its cost at the batch rate."""
-        result = _result_of(message, str(message.model))
-        result.cost_usd = self._cost(result, batch=True)
+    def batch_result(self, message: Any, on: str | None = None) -> ClaudeResult:
+        """A succeeded batch request's Message as a ClaudeResult, its cost at the batch rate in
+        force on `on` (the ISO date the batch was reserved; today if unknown). A result whose
+        usage is malformed raises UpstreamServerError."""
+        with _malformed_is_upstream_error():
+            result = _result_of(message, str(message.model))
+        result.cost_usd = self._costs(result, _day(on), batch=True).actual
         return result
 
     def settle_batch(self, request: ClaudeRequest, reservation: Reservation, result: ClaudeResult) -> None:
         """Charge one batch result: its cost at the batch rate replaces `reservation`, with the
         metrics and log line of a call (no Latency: a batch's hours would swamp the percentiles)."""
-        self._settle(request, reservation, result, latency=0.0, batch=True)
+        self._settle(request, reservation, result, latency=0.0, batch=True, day=_day(reservation.day))
 
     def release_batch(self, request: ClaudeRequest, reservation: Reservation, model: str, exc: ClaudeError) -> None:
         """A batch request that cost nothing (errored, expired, canceled): give back its reservation."""
@@ -290,31 +314,65 @@ class ClaudeClient:
         if input_chars > s.max_input_chars:
             raise InputTooLarge(f"input is {input_chars} characters; the limit is {s.max_input_chars}")
         model = model_for(request.task, s)
+        messages = [*request.history, {"role": "user", "content": request.prompt}]
         params: dict[str, Any] = {
             "max_tokens": max_tokens_for(request.task, request.max_tokens, s),
-            "messages": [*request.history, {"role": "user", "content": request.prompt}],
+            "messages": messages,
         }
+        pieces = [_utf8_bytes(m.get("content", "")) for m in messages]
+        cacheable = 0
         if request.system:
             block: dict[str, Any] = {"type": "text", "text": request.system}
+            pieces.append(_utf8_bytes(request.system))
             # Below the model's minimum cacheable length cache_control silently does nothing.
             if len(request.system) // CHARS_PER_TOKEN >= self._price(model).min_cache_tokens:
                 block["cache_control"] = {"type": "ephemeral", "ttl": s.cache_ttl}
+                cacheable = pieces[-1] + MESSAGE_OVERHEAD_TOKENS
             params["system"] = [block]
         if request.output_schema is not None:
             params["output_config"] = {"format": {"type": "json_schema", "schema": request.output_schema}}
-        return _Call(model=model, params=params, input_chars=input_chars, max_retry_wait=request.max_retry_wait)
+            pieces.append(_utf8_bytes(request.output_schema))
+        return _Call(
+            model=model,
+            params=params,
+            input_chars=input_chars,
+            prompt_tokens=sum(pieces) + MESSAGE_OVERHEAD_TOKENS * len(pieces),
+            cacheable_tokens=cacheable,
+            day=utc_date(),
+            max_retry_wait=request.max_retry_wait,
+        )
 
-    def _price(self, model: str) -> Price:
-        return self.prices.get(model) or max(self.prices.values(), key=lambda p: p.output)
+    def _price(self, model: str) -> ModelPrices:
+        """The model's row; a model upstream reports that we have no row for (never one we send:
+        those are checked at init) is billed at the dearest row, never at $0."""
+        row = self.prices.get(model)
+        if row is None:
+            logger.warning("no price for the model upstream reported; billing the dearest row", extra={"model": model})
+            row = max(self.prices.values(), key=lambda p: p.periods[-1].output)
+        return row
 
     def _admit(self, request: ClaudeRequest, call: _Call) -> Reservation:
-        """Reserve the worst case: every input token written to cache, every output token used."""
-        return self.ledger.admit(request.user_id, self._worst_case(call))
+        """Reserve the worst case (see `_worst_case`); a request that could never fit is refused
+        saying what the caller of that route can lower."""
+        lower = "max_tokens or the input size" if request.feature in CALLER_SETS_MAX_TOKENS else "the input size"
+        return self.ledger.admit(request.user_id, self._worst_case(call), lower=lower)
 
-    def _worst_case(self, call: _Call) -> Decimal:
-        price = self._price(call.model)
-        worst_input = Decimal(call.input_chars // 2 + 1) * max(price.input, price.cache_write_1h)
-        return (worst_input + Decimal(call.params["max_tokens"]) * price.output) / Decimal(1_000_000)
+    def _worst_case(self, call: _Call, *, batch: bool = False) -> Decimal:
+        """An upper bound on the call's cost: the prompt bound, its cacheable prefix at the dearest
+        cache rate, all of max_tokens, at the long-prompt tier if the prompt could cross it; on the
+        dearer of the routed and the fallback model, since either may answer."""
+        models = {call.model, self.settings.model_fallback or call.model}
+        return max(
+            worst_case_usd(
+                self._price(model),
+                on=call.day,
+                prompt_tokens=call.prompt_tokens,
+                cacheable_tokens=call.cacheable_tokens,
+                output_tokens=int(call.params["max_tokens"]),
+                batch=batch,
+            )
+            for model in models
+        )
 
     # ---- the call itself ----------------------------------------------------------------
 
@@ -407,8 +465,17 @@ class ClaudeClient:
 
     # ---- accounting ---------------------------------------------------------------------
 
-    def _cost(self, result: ClaudeResult, *, batch: bool = False) -> Decimal:
-        return cost_usd(result.usage, self._price(result.model), cache_ttl=self.settings.cache_ttl, batch=batch)
+    def _costs(self, result: ClaudeResult, day: date, *, batch: bool = False) -> Costs:
+        """The call's cost at the prices in force on `day`, and what it would have cost without
+        prompt caching and without routing (the same usage on the balanced model)."""
+        ttl = self.settings.cache_ttl
+        return Costs(
+            actual=cost_usd(result.usage, self._price(result.model), on=day, cache_ttl=ttl, batch=batch),
+            without_caching=cost_without_caching(result.usage, self._price(result.model), on=day, batch=batch),
+            without_routing=cost_usd(
+                result.usage, self._price(self.settings.model_balanced), on=day, cache_ttl=ttl, batch=batch
+            ),
+        )
 
     def _settle(
         self,
@@ -419,11 +486,45 @@ class ClaudeClient:
         latency: float,
         extra: dict[str, tuple[float, MetricUnit]] | None = None,
         batch: bool = False,
+        day: date | None = None,
     ) -> None:
-        """Record what a call cost; `batch`: a Message Batches result (batch rate, no latency)."""
-        result.cost_usd = self._cost(result, batch=batch)
-        self.ledger.settle(reservation, result.usage, result.cost_usd)
+        """Record what a call cost; `batch`: a Message Batches result (batch rate, no latency).
+
+        Never raises: the answer is paid for, so the caller gets it even if the ledger cannot be
+        written (retried first). Then the usage is logged for reconciliation with a
+        `UsageNotRecorded` metric (alarmed), and the reservation stays held against the budget.
+        """
+        costs = self._costs(result, day or utc_date(), batch=batch)
+        result.cost_usd = costs.actual
         u = result.usage
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(SETTLE_ATTEMPTS), wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True
+            ):
+                with attempt:
+                    self.ledger.settle(reservation, u, costs, feature=request.feature)
+        except Exception as exc:
+            logger.error(
+                "usage not recorded; reconcile it",
+                extra={
+                    "request_id": logger.get_correlation_id(),
+                    "upstream_request_id": result.request_id,
+                    "feature": request.feature,
+                    "model": result.model,
+                    "user": hash_user(request.user_id),
+                    "day": reservation.day,
+                    "usage": u.public(),
+                    "cost_usd": str(costs.actual),
+                    "reserved_usd": str(reservation.amount),
+                    "error_type": type(exc).__name__,
+                },
+            )
+            emit_metrics(
+                self.settings.powertools_metrics_namespace,
+                feature=request.feature,
+                model=result.model,
+                values={"UsageNotRecorded": (1, MetricUnit.Count)},
+            )
         values: dict[str, tuple[float, MetricUnit]] = {
             "InputTokens": (u.input_tokens, MetricUnit.Count),
             "OutputTokens": (u.output_tokens, MetricUnit.Count),
@@ -450,6 +551,8 @@ class ClaudeClient:
                 "attempts": result.attempts,
                 "usage": u.public(),
                 "cost_usd": float(result.cost_usd),
+                "cost_without_caching_usd": float(costs.without_caching),
+                "cost_without_routing_usd": float(costs.without_routing),
                 "latency_ms": None if batch else round(latency * 1000),
                 "batch": batch,
             },
@@ -471,9 +574,18 @@ class ClaudeClient:
 
 
 class _OpenStream:
-    """One upstream SSE stream: tracks text and cumulative usage so a cut stream is still billed."""
+    """One upstream SSE stream: tracks text and cumulative usage so a cut stream is still billed.
 
-    def __init__(self, events: Any) -> None:
+    Billing rule (docs/streaming.md): a finished stream is billed exactly as its final usage says.
+    A stream cut short (caller gone, upstream error, deadline) is billed the output tokens upstream
+    last reported (message_start, or a message_delta's cumulative count) plus one token per UTF-8
+    byte of every delta received since, at most max_tokens (the model cannot produce more): an
+    upper bound on what was generated, whether or not it reached the caller, and never fewer
+    tokens than the delivered text could hold.
+    """
+
+    def __init__(self, events: Any, *, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
         self._events = events
         self._iter = iter(events)
         self._buffer: list[str] = []
@@ -485,6 +597,7 @@ class _OpenStream:
         self.stop_reason: str | None = None
         self.text_parts: list[str] = []
         self.finished = False
+        self.bytes_since_usage = 0  # UTF-8 bytes of deltas received after upstream last reported usage
 
     def _next_text(self) -> str | None:
         """Advance to the next text piece; None at the end of the stream."""
@@ -497,17 +610,27 @@ class _OpenStream:
             if kind == "message_start":
                 self.model = event.message.model
                 self.usage = Usage.from_api(event.message.usage)
-            elif kind == "content_block_delta" and getattr(event.delta, "type", "") == "text_delta":
-                if not isinstance(event.delta.text, str):
-                    raise TypeError("text delta without text")
-                self.text_parts.append(event.delta.text)
-                return event.delta.text
+                self.bytes_since_usage = 0
+            elif kind == "content_block_delta":
+                self.bytes_since_usage += _delta_bytes(event.delta)
+                if getattr(event.delta, "type", "") == "text_delta":
+                    if not isinstance(event.delta.text, str):
+                        raise TypeError("text delta without text")
+                    self.text_parts.append(event.delta.text)
+                    return event.delta.text
             elif kind == "message_delta":
                 self.stop_reason = event.delta.stop_reason
                 delta_usage = Usage.from_api(event.usage)
                 # message_delta usage is cumulative; keep input-side numbers from message_start if absent.
                 self.usage.output_tokens = delta_usage.output_tokens
-                for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+                self.bytes_since_usage = 0
+                for name in (
+                    "input_tokens",
+                    "cache_creation_input_tokens",
+                    "cache_read_input_tokens",
+                    "cache_write_5m_tokens",
+                    "cache_write_1h_tokens",
+                ):
                     if getattr(delta_usage, name):
                         setattr(self.usage, name, getattr(delta_usage, name))
             elif kind == "message_stop":
@@ -540,9 +663,11 @@ class _OpenStream:
 
     def result(self, model: str, *, attempts: int) -> ClaudeResult:
         text = "".join(self.text_parts)
-        if not self.finished and self.usage.output_tokens == 0 and text:
-            # The stream was cut before any usage arrived: bill what we saw, estimated.
-            self.usage.output_tokens = max(1, len(text) // CHARS_PER_TOKEN)
+        if not self.finished:
+            # Cut short: what upstream last reported plus an upper bound on what came after it.
+            estimate = min(self.usage.output_tokens + self.bytes_since_usage, self.max_tokens)
+            self.usage.output_tokens = max(self.usage.output_tokens, estimate)
+            self.bytes_since_usage = 0
         return ClaudeResult(
             text=text,
             model=self.model or model,
@@ -585,6 +710,30 @@ def _text_of(block: Any) -> str:
     if not isinstance(block.text, str):
         raise TypeError("text block without text")
     return block.text
+
+
+def _delta_bytes(delta: Any) -> int:
+    """UTF-8 bytes a content delta carries (text, tool-input JSON or thinking)."""
+    for name in ("text", "partial_json", "thinking"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str):
+            return len(value.encode("utf-8", "surrogatepass"))
+    return 0
+
+
+def _utf8_bytes(content: Any) -> int:
+    """UTF-8 bytes of text (or of the JSON of blocks or a schema): an upper bound on its tokens.
+    A lone surrogate counts as its 3 bytes rather than failing here (validation refuses it)."""
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _day(iso: str | None) -> date:
+    """An ISO date (a reservation's day), or today if it is missing or unreadable."""
+    try:
+        return date.fromisoformat(iso) if iso else utc_date()
+    except ValueError:
+        return utc_date()
 
 
 def _describe(exc: ValidationError) -> str:

@@ -83,6 +83,15 @@ class BudgetExceeded(ClaudeError):
     default_message = "daily budget exhausted"
 
 
+class CostExceedsBudget(ClaudeError):
+    """The request's worst-case cost alone exceeds the whole daily budget: waiting cannot help, only
+    a smaller request (the message says what to lower for the route)."""
+
+    code = "COST_EXCEEDS_BUDGET"
+    status = 422
+    default_message = "this request could cost more than the whole daily budget"
+
+
 class UpstreamError(ClaudeError):
     """Claude answered with something we cannot use."""
 

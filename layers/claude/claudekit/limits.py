@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from claudekit.errors import BudgetExceeded, InternalError, RateLimited
+from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
 from claudekit.telemetry import hash_user
 from claudekit.usage import Usage
 
@@ -32,6 +32,38 @@ def _seconds_to_midnight(now: float) -> int:
     current = datetime.fromtimestamp(now, UTC)
     midnight = (current + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, int((midnight - current).total_seconds()))
+
+
+# Per-feature counters live beside the totals as flat attributes `f#<feature>#<counter>`: DynamoDB
+# cannot ADD into a map that does not exist yet, and flat names need no first-write special case.
+FEATURE_PREFIX = "f#"
+FEATURE_COUNTERS = ("requests", "cost_usd", "without_caching_usd", "without_routing_usd")
+
+
+def _n(value: Decimal) -> Decimal:
+    """A Decimal for an ADD. moto (not DynamoDB) mis-reads exponent forms without a '.' (0E-7,
+    1E-8), which exact cost arithmetic produces: write zero plainly and give the rest a '.'."""
+    if value == 0:
+        return Decimal(0)
+    text = str(value)
+    if "E" in text and "." not in text:
+        mantissa, exponent = text.split("E")
+        return Decimal(f"{mantissa}.0E{exponent}")
+    return value
+
+
+def _number(value: Any) -> int | float:
+    number = Decimal(str(value))
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """A call's cost, and what it would have cost without caching and without routing."""
+
+    actual: Decimal
+    without_caching: Decimal
+    without_routing: Decimal
 
 
 @dataclass(frozen=True)
@@ -58,19 +90,25 @@ class Ledger:
             table = self._local.table = boto3.resource("dynamodb").Table(self._table_name)
         return table
 
-    def admit(self, user_id: str, estimate_usd: Decimal, now: float | None = None) -> Reservation:
+    def admit(
+        self, user_id: str, estimate_usd: Decimal, now: float | None = None, *, lower: str = "the input size"
+    ) -> Reservation:
         """Count one request against the minute window and reserve `estimate_usd` of today's budget.
 
         Both writes go in one transaction: one round trip, and a refusal changes neither counter.
+        A request that could not fit even an unused budget is refused outright (no Retry-After:
+        waiting cannot help); `lower` names what the caller can lower on its route.
         """
         now = time.time() if now is None else now
         user_key = hash_user(user_id)
         day = _today(now)
         limit = self.daily_budget - estimate_usd
+        if self.daily_budget <= 0:  # spending switched off: exhausted, as on any other spent day
+            raise BudgetExceeded(retry_after=_seconds_to_midnight(now))
         if limit < 0:
-            raise BudgetExceeded(
-                "this request could cost more than the whole daily budget; lower max_tokens",
-                retry_after=_seconds_to_midnight(now),
+            raise CostExceedsBudget(
+                f"this request could cost up to {estimate_usd:.6f} USD, more than the whole daily budget "
+                f"of {self.daily_budget} USD; lower {lower}"
             )
         rate = {
             "TableName": self._table_name,
@@ -84,7 +122,11 @@ class Ledger:
             "Key": {"id": f"usage#{user_key}#{day}"},
             "UpdateExpression": "ADD committed_usd :est SET expiration = :exp",
             "ConditionExpression": "attribute_not_exists(committed_usd) OR committed_usd <= :limit",
-            "ExpressionAttributeValues": {":est": estimate_usd, ":limit": limit, ":exp": int(now) + 2 * DAY_SECONDS},
+            "ExpressionAttributeValues": {
+                ":est": _n(estimate_usd),
+                ":limit": limit,
+                ":exp": int(now) + 2 * DAY_SECONDS,
+            },
         }
         try:
             # The resource's client takes Python values, like the Table methods.
@@ -98,23 +140,31 @@ class Ledger:
             raise InternalError("usage ledger unavailable") from exc
         return Reservation(user_key, day, estimate_usd)
 
-    def settle(self, reservation: Reservation, usage: Usage, cost: Decimal) -> None:
-        """Replace the reservation with what the call really cost, and count its tokens."""
+    def settle(self, reservation: Reservation, usage: Usage, costs: Costs, *, feature: str) -> None:
+        """Replace the reservation with what the call really cost, and count its tokens, in total
+        and per feature (with what the call would have cost without caching and without routing)."""
+        counters: dict[str, Decimal | int] = {
+            "cost_usd": costs.actual,
+            "requests": 1,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+            "cache_read_input_tokens": usage.cache_read_input_tokens,
+            "without_caching_usd": costs.without_caching,
+            "without_routing_usd": costs.without_routing,
+        }
+        per_feature = {f"{FEATURE_PREFIX}{feature}#{name}": counters[name] for name in FEATURE_COUNTERS}
+        names = {f"#n{i}": name for i, name in enumerate([*counters, *per_feature])}
+        values = {
+            f":v{i}": _n(value) if isinstance(value, Decimal) else value
+            for i, value in enumerate([*counters.values(), *per_feature.values()])
+        }
+        adds = ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True))
         self._table.update_item(
             Key={"id": f"usage#{reservation.user_key}#{reservation.day}"},
-            UpdateExpression=(
-                "ADD committed_usd :delta, cost_usd :cost, requests :one, input_tokens :in, "
-                "output_tokens :out, cache_creation_input_tokens :cw, cache_read_input_tokens :cr"
-            ),
-            ExpressionAttributeValues={
-                ":delta": cost - reservation.amount,
-                ":cost": cost,
-                ":one": 1,
-                ":in": usage.input_tokens,
-                ":out": usage.output_tokens,
-                ":cw": usage.cache_creation_input_tokens,
-                ":cr": usage.cache_read_input_tokens,
-            },
+            UpdateExpression=f"ADD committed_usd :delta, {adds}",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={":delta": _n(costs.actual - reservation.amount), **values},
         )
 
     def release(self, reservation: Reservation) -> None:
@@ -122,7 +172,7 @@ class Ledger:
         self._table.update_item(
             Key={"id": f"usage#{reservation.user_key}#{reservation.day}"},
             UpdateExpression="ADD committed_usd :delta",
-            ExpressionAttributeValues={":delta": -reservation.amount},
+            ExpressionAttributeValues={":delta": _n(-reservation.amount)},
         )
 
     def report(self, user_id: str, now: float | None = None) -> dict[str, Any]:
@@ -133,6 +183,11 @@ class Ledger:
         rate = self._table.get_item(Key={"id": f"rate#{user_key}#{int(now // 60)}"}).get("Item", {})
         committed = Decimal(str(item.get("committed_usd", 0)))
         used_this_minute = int(str(rate.get("requests", 0)))
+        features: dict[str, dict[str, Any]] = {}
+        for name, value in item.items():
+            if name.startswith(FEATURE_PREFIX):
+                feature, _, counter = name[len(FEATURE_PREFIX) :].rpartition("#")
+                features.setdefault(feature, {})[counter] = _number(value)
         return {
             "date": _today(now),
             "requests": int(str(item.get("requests", 0))),
@@ -146,6 +201,14 @@ class Ledger:
                 )
             },
             "cost_usd": float(Decimal(str(item.get("cost_usd", 0)))),
+            # What the same calls would have cost without prompt caching, and with every call on
+            # the balanced model (no routing): the difference is what each optimisation saved.
+            "without_caching_usd": float(Decimal(str(item.get("without_caching_usd", 0)))),
+            "without_routing_usd": float(Decimal(str(item.get("without_routing_usd", 0)))),
+            "features": {
+                feature: {counter: counters.get(counter, 0) for counter in FEATURE_COUNTERS}
+                for feature, counters in sorted(features.items())
+            },
             "limits": {
                 "requests_per_minute": self.rate_per_minute,
                 "daily_budget_usd": float(self.daily_budget),

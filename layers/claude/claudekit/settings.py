@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
     batch_poll_seconds: int = Field(60, ge=0, le=900)
 
-    # Pricing overrides: JSON object {model_id: {input, output, ...}} per million tokens.
+    # Price overrides: JSON object of whole rows {model_id: {min_cache_tokens, batch_factor, periods}},
+    # the shape of claudekit/prices.json (docs/operations.md); validated when the client is built.
     pricing_json: str | None = None
 
     @field_validator("task_tiers", mode="before")

@@ -299,7 +299,7 @@ class JobConsumer:
             )
             outcome = outcomes.get(job_id)
             if outcome is not None and outcome.type == "succeeded":
-                result = client.batch_result(outcome.message)
+                result = client.batch_result(outcome.message, on=reservation.day)
                 if self.store.finish_batch_job(job_id, poll.batch_id, result=result_of(result)):
                     client.settle_batch(request, reservation, result)
                     finished += 1
