@@ -66,6 +66,12 @@ def settings_env(local_aws: aws.LocalAws, sim: Simulator, monkeypatch: pytest.Mo
     local_aws.client("secretsmanager").put_secret_value(
         SecretId=env["CLAUDE_SECRET_ID"], SecretString=json.dumps({"api_key": API_KEY})
     )
+    # Shared cooldowns written by an earlier test's upstream 429 would pause this test's models.
+    table = local_aws.client("dynamodb")
+    for page in table.get_paginator("scan").paginate(TableName=env["TABLE_NAME"], ProjectionExpression="id"):
+        for item in page["Items"]:
+            if item["id"]["S"].startswith("cooldown#"):
+                table.delete_item(TableName=env["TABLE_NAME"], Key={"id": item["id"]})
     parameters.clear_caches()
     reset_client()
     yield env
