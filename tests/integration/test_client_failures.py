@@ -133,7 +133,9 @@ def test_client_errors_are_not_retried(client: ClaudeClient, sim: Simulator, sta
     ],
     ids=["429-spend-limit", "402", "billing_error"],
 )
-def test_spend_limit_is_never_retried_nor_sent_to_the_fallback(client: ClaudeClient, sim: Simulator, fault: Fault) -> None:
+def test_spend_limit_is_never_retried_nor_sent_to_the_fallback(
+    client: ClaudeClient, sim: Simulator, fault: Fault
+) -> None:
     sim.script(fault)
     with pytest.raises(errors.SpendLimitReached) as caught:
         client.complete(request(), Deadline.after(10))

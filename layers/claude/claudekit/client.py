@@ -427,7 +427,8 @@ class ClaudeClient:
             try:
                 return breaker(timeout)
             except CircuitBreakerOpenError as exc:
-                raise CircuitOpen(retry_after=self._half_open_in(exc.circuit.opened_at if exc.circuit else None)) from None
+                opened_at = exc.circuit.opened_at if exc.circuit else None
+                raise CircuitOpen(retry_after=self._half_open_in(opened_at)) from None
 
         def run() -> Any:
             return call_with_retry(
