@@ -63,9 +63,7 @@ def error_body(
 class ApiError(Exception):
     """Raised inside the simulator to answer with an API error."""
 
-    def __init__(
-        self, error_type: str, message: str, status: int | None = None, error_code: str | None = None
-    ) -> None:
+    def __init__(self, error_type: str, message: str, status: int | None = None, error_code: str | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
