@@ -168,6 +168,9 @@ class DependencyUnavailable(ClaudeError):
     retryable = True
     default_message = "the service is temporarily unavailable; retry later"
 
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=1.0 if retry_after is None else retry_after)
+
 
 class UpstreamTimeout(ClaudeError):
     code = "UPSTREAM_TIMEOUT"

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     retry_base_delay_seconds: float = Field(0.5, ge=0)
     retry_max_delay_seconds: float = Field(8.0, ge=0)
     deadline_margin_seconds: float = Field(1.0, ge=0)
+    # The caller's budget for one request, counted from when API Gateway received it: the
+    # template sets it from the same parameter as the function's Timeout (FunctionTimeout, at most
+    # API Gateway's 29 s for buffered routes; the stream function's own timeout for /stream).
+    request_budget_seconds: float = Field(29.0, gt=0, le=900)
     # Upper bound on one upstream attempt when the Lambda deadline is further away.
     request_timeout_seconds: float = Field(60.0, gt=0)
 
