@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.circuit_breaker import (
     CircuitBreakerConfig,
     CircuitBreakerOpenError,
     CircuitState,
+    CircuitTransition,
     circuit_breaker,
 )
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
@@ -137,6 +138,8 @@ class ClaudeClient:
             local_cache_max_age=1,
         )
         self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
+        self._opened: dict[str, int] = {}  # circuit -> opened_at, as this instance saw it trip
+        self._failures: dict[str, int] = {}  # circuit -> consecutive health failures seen here
         self._sdk: anthropic.Anthropic | None = None
         self._sdk_key: str | None = None
         self._lock = threading.Lock()
@@ -409,7 +412,7 @@ class ClaudeClient:
                 raise UpstreamRateLimited("the model service asked us to slow down; retry later", retry_after=paused)
             attempts.count += 1
             try:
-                return attempt(model, timeout)
+                result = attempt(model, timeout)
             except Exception as exc:
                 try:
                     error = classify(exc)
@@ -419,11 +422,24 @@ class ClaudeClient:
                     raise InternalError() from exc
                 if isinstance(error, UpstreamRateLimited) and error.retry_after:
                     self._cooldowns.pause(model, error.retry_after)
+                if isinstance(error, BREAKER_FAILURES):
+                    self._count_failure(name)
                 raise error from exc
+            with self._lock:
+                self._failures.pop(name, None)
+            return result
 
-        breaker = circuit_breaker(name=name, persistence_store=self._breaker_store, config=self._breaker_config)(call)
+        breaker = circuit_breaker(
+            name=name, persistence_store=self._breaker_store, config=self._breaker_config, on_transition=self._seen
+        )(call)
 
         def once(timeout: float) -> Any:
+            # A trip seen by this instance stops its other loops at once, whatever a concurrent
+            # read of the (eventually consistent) store left in Powertools' cache.
+            with self._lock:
+                opened_at = self._opened.get(name)
+            if opened_at is not None and time.time() < opened_at + s.breaker_recovery_seconds:
+                raise CircuitOpen(retry_after=self._half_open_in(opened_at))
             try:
                 return breaker(timeout)
             except CircuitBreakerOpenError as exc:
@@ -446,6 +462,32 @@ class ClaudeClient:
             )
 
         return self._refreshing_key(run)
+
+    def _count_failure(self, name: str) -> None:
+        """Count a health failure as Powertools does, but trip this instance at once: Powertools
+        marks the circuit open only after its DynamoDB write, and loops racing that write would
+        each make another attempt."""
+        with self._lock:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = 0 if failures >= self.settings.breaker_failure_threshold else failures
+            if failures >= self.settings.breaker_failure_threshold:
+                self._opened[name] = int(time.time())
+
+    def _seen(self, transition: CircuitTransition) -> None:
+        """Remember (or forget) a circuit this instance saw open; log every transition."""
+        logger.warning(
+            "circuit transition",
+            extra={
+                "circuit": transition.circuit_name,
+                "from": str(transition.from_state),
+                "to": str(transition.to_state),
+            },
+        )
+        with self._lock:
+            if transition.to_state == CircuitState.OPEN and transition.opened_at is not None:
+                self._opened[transition.circuit_name] = transition.opened_at
+            elif transition.to_state == CircuitState.CLOSED:
+                self._opened.pop(transition.circuit_name, None)
 
     def _half_open_in(self, opened_at: int | None) -> float:
         """Seconds until an open circuit lets a trial call through (at least 1: a probe may be running)."""
