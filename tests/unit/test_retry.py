@@ -8,11 +8,10 @@ import time
 import anthropic
 import httpx2
 import pytest
+from anthropic._error_classes import make_status_error
 
 from claudekit import errors
 from claudekit.deadline import Deadline
-from anthropic._error_classes import make_status_error
-
 from claudekit.retry import backoff, call_with_retry, classify, parse_retry_after
 
 
