@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
     jobs_queue_url: str | None = None
     batch_max_concurrency: int = Field(4, ge=1, le=32)
+    # A queued job waits out upstream outages this long before it is failed with the reason.
+    job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
     # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
     batch_poll_seconds: int = Field(60, ge=0, le=900)
 
