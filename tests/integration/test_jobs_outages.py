@@ -123,3 +123,27 @@ def test_a_permanent_error_fails_the_job_at_once(sim: Simulator, local_aws: Loca
     _, job = get_job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "UPSTREAM_ERROR"
     assert "arn:" not in json.dumps(job)
+
+
+def test_an_internal_error_never_shows_or_stores_our_identifiers(
+    sim: Simulator, local_aws: LocalAws, outage_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = f"Summarise with a broken secret. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "summarize", "input": text}])
+    job_id = body["jobs"][0]["id"]
+    missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:claude-key-gone"
+    monkeypatch.setenv("CLAUDE_SECRET_ID", missing)
+    reset_client()
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    consumer = jobs.JobConsumer(options=WAITS)
+
+    consumer.handle(build_event(receive(local_aws), local_aws.arns["JobsQueue"]), context())
+
+    _, job = get_job(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "INTERNAL_ERROR"
+    record = jobs.JobStore(jobs.get_settings().table_name).get(job_id)
+    stored = json.dumps(job) + json.dumps(record, default=str)
+    assert "123456789012" not in stored and "claude-key-gone" not in stored and "arn:" not in stored
+    assert sim.message_requests() == []

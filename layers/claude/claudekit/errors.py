@@ -28,9 +28,20 @@ class InternalError(ClaudeError):
 
 
 class ConfigurationError(InternalError):
-    """The deployment is misconfigured (settings, secret). Fails loudly at init."""
+    """The deployment is misconfigured (settings, secret). Fails loudly at init.
+
+    `detail` (what `str()` shows: the cold-start log, tracebacks) names the variable at fault; the
+    caller-facing `message` never carries it, nor any identifier of our resources.
+    """
 
     default_message = "service is misconfigured"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()
+        self.detail = detail or self.default_message
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class InvalidRequest(ClaudeError):
