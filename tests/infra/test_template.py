@@ -176,6 +176,10 @@ def test_stream_integration_timeout_fits_the_function(
     (event,) = [p for name, _, p in api_events(functions) if name == "StreamFunction"]
     timeout = int(resolve(template, prop(fn, global_function, "Timeout")))
     assert event["TimeoutInMillis"] <= timeout * 1000
+    # The stream's deadline is counted from the request with the same budget as API Gateway's.
+    assert (
+        float(fn["Properties"]["Environment"]["Variables"]["STREAM_BUDGET_SECONDS"]) * 1000 == event["TimeoutInMillis"]
+    )
     assert template["Resources"]["Api"]["Properties"]["EndpointConfiguration"]["Type"] == "REGIONAL"
 
 

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # template sets it from the same parameter as the function's Timeout (FunctionTimeout, at most
     # API Gateway's 29 s for buffered routes; the stream function's own timeout for /stream).
     request_budget_seconds: float = Field(29.0, gt=0, le=900)
+    # The same for POST /stream: its integration timeout (TimeoutInMillis) and function Timeout.
+    stream_budget_seconds: float = Field(120.0, gt=0, le=900)
     # Upper bound on one upstream attempt when the Lambda deadline is further away.
     request_timeout_seconds: float = Field(60.0, gt=0)
 
