@@ -72,7 +72,7 @@ def settings_env(local_aws: aws.LocalAws, sim: Simulator, monkeypatch: pytest.Mo
     table = local_aws.client("dynamodb")
     for page in table.get_paginator("scan").paginate(TableName=env["TABLE_NAME"], ProjectionExpression="id"):
         for item in page["Items"]:
-            if item["id"]["S"].startswith(("cooldown#", "claude:")):
+            if item["id"]["S"].startswith(("cooldown#", "claude:", "breaker-count#")):
                 table.delete_item(TableName=env["TABLE_NAME"], Key={"id": item["id"]})
     for counters in (breaker_base._LOCAL_FAILURES, breaker_base._LOCAL_SUCCESSES, breaker_base._LAST_OBSERVED_STATE):
         counters.clear()

@@ -274,3 +274,43 @@ def test_a_bug_around_the_call_is_a_500_never_counted(make_client: Any, sim: Sim
         client.complete(request(), Deadline.after(10))
     assert caught.value.status == 500 and "bug" not in caught.value.message
     assert calls(sim) == 0
+
+
+def test_failures_spread_over_instances_open_the_circuit_for_all(
+    make_client: Any, sim: Simulator, local_aws: LocalAws, settings_env: dict[str, str]
+) -> None:
+    """Each instance alone stays under the threshold; together they reach it. Separate containers
+    are simulated by forgetting Powertools' per-container counters between calls."""
+    from aws_lambda_powertools.utilities.circuit_breaker import base as breaker_base
+
+    model = "claude-opus-4-1"
+    config = {"breaker_failure_threshold": 4, "retry_max_attempts": 1, "model_fallback": "", "model_balanced": model}
+    instances = [make_client(**config), make_client(**config)]
+    sim.configure(fail_rate=1.0, fail_status=500)
+
+    for turn in range(4):
+        breaker_base._LOCAL_FAILURES.clear()
+        with pytest.raises(errors.UpstreamServerError):
+            instances[turn % 2].complete(request(), Deadline.after(10))
+
+    assert breaker_state(local_aws, settings_env["TABLE_NAME"], model) == "OPEN"
+    time.sleep(1.1)  # the other instance's cached view of the circuit expires within a second
+    for instance in instances:
+        with pytest.raises(errors.CircuitOpen):
+            instance.complete(request(), Deadline.after(10))
+    assert calls(sim, model) == 4
+
+
+def test_a_success_ends_the_fleets_run_of_failures(
+    make_client: Any, sim: Simulator, local_aws: LocalAws, settings_env: dict[str, str]
+) -> None:
+    model = "claude-opus-4-1"
+    client = make_client(breaker_failure_threshold=3, retry_max_attempts=1, model_fallback="", model_balanced=model)
+    for _ in range(3):
+        sim.script(*[Fault.status(500)] * 2)
+        for _ in range(2):
+            with pytest.raises(errors.UpstreamServerError):
+                client.complete(request(), Deadline.after(10))
+        assert client.complete(request(), Deadline.after(10)).model == model
+
+    assert breaker_state(local_aws, settings_env["TABLE_NAME"], model) is None

@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitB
 from pydantic import BaseModel, ValidationError
 
 from claudekit import secret
+from claudekit.breaker import FleetFailures
 from claudekit.cooldown import Cooldowns
 from claudekit.deadline import Deadline
 from claudekit.errors import (
@@ -138,6 +139,7 @@ class ClaudeClient:
             local_cache_max_age=1,
         )
         self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
+        self._fleet = FleetFailures(settings.table_name, window_seconds=settings.breaker_window_seconds)
         self._opened: dict[str, int] = {}  # circuit -> opened_at, as this instance saw it trip
         self._failures: dict[str, int] = {}  # circuit -> consecutive health failures seen here
         self._sdk: anthropic.Anthropic | None = None
@@ -427,6 +429,7 @@ class ClaudeClient:
                 raise error from exc
             with self._lock:
                 self._failures.pop(name, None)
+            self._fleet.succeeded(name)
             return result
 
         breaker = circuit_breaker(
@@ -464,14 +467,31 @@ class ClaudeClient:
         return self._refreshing_key(run)
 
     def _count_failure(self, name: str) -> None:
-        """Count a health failure as Powertools does, but trip this instance at once: Powertools
-        marks the circuit open only after its DynamoDB write, and loops racing that write would
-        each make another attempt."""
+        """Count a health failure here and across the fleet.
+
+        Here, as Powertools does, but tripping this instance at once: Powertools marks the circuit
+        open only after its DynamoDB write, and loops racing that write would each make another
+        attempt. Across the fleet, so that failures spread over many instances open the circuit
+        after a few attempts in total: the attempt that completes the fleet's count opens it
+        through the Powertools store, for every instance.
+        """
+        threshold = self.settings.breaker_failure_threshold
         with self._lock:
             failures = self._failures.get(name, 0) + 1
-            self._failures[name] = 0 if failures >= self.settings.breaker_failure_threshold else failures
-            if failures >= self.settings.breaker_failure_threshold:
+            self._failures[name] = 0 if failures >= threshold else failures
+            if failures >= threshold:
                 self._opened[name] = int(time.time())
+        if self._fleet.failed(name) != threshold or failures >= threshold:
+            return
+        opened_at = int(time.time())
+        with self._lock:
+            self._opened[name] = opened_at
+        try:
+            self._breaker_store.save_open(name, failure_count=threshold, opened_at=opened_at)
+        except Exception as exc:  # the store fails open, as Powertools' own writes do
+            logger.warning("could not open the circuit for the fleet", extra={"error_type": type(exc).__name__})
+        self._fleet.reset(name)
+        logger.warning("circuit opened by the fleet's failures", extra={"circuit": name})
 
     def _seen(self, transition: CircuitTransition) -> None:
         """Remember (or forget) a circuit this instance saw open; log every transition."""

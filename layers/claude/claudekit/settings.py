@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # Circuit breaker (Powertools, state in DynamoDB)
     breaker_failure_threshold: int = Field(5, ge=1)
     breaker_recovery_seconds: int = Field(30, ge=1)
+    # Window in which health failures across all instances add up toward the threshold.
+    breaker_window_seconds: int = Field(60, ge=1)
     # Longest pause an upstream 429's retry-after may impose on a model, for every instance.
     cooldown_max_seconds: float = Field(600.0, gt=0)
 
