@@ -446,7 +446,8 @@ def _batch_error(outcome: Any) -> ClaudeError:
         return UpstreamError("the batch was canceled before this job ran")
     error = getattr(getattr(outcome, "error", None), "error", None)
     kind = str(getattr(error, "type", "") or "")
-    code = str(getattr(getattr(error, "details", None), "error_code", "") or "")
+    details = getattr(error, "details", None)  # a model, or a plain dict where the SDK has no type for it
+    code = str((details.get("error_code") if isinstance(details, dict) else getattr(details, "error_code", "")) or "")
     if code.endswith("spend_limit_reached") or code.endswith("billing_unavailable"):
         return SpendLimitReached()
     return _BATCH_ERRORS.get(kind, UpstreamError)()
