@@ -314,3 +314,24 @@ def test_a_success_ends_the_fleets_run_of_failures(
         assert client.complete(request(), Deadline.after(10)).model == model
 
     assert breaker_state(local_aws, settings_env["TABLE_NAME"], model) is None
+
+
+@pytest.mark.parametrize("case", ["529-without-header", "spend-limit"])
+def test_the_rest_route_answers_503_with_a_retry_after_header(
+    settings_env: dict[str, str], sim: Simulator, case: str
+) -> None:
+    module = load_module(ROOT / "functions" / "generate" / "app.py", f"retry_after_{case}")
+    event: dict[str, Any] = json.loads(Path(ROOT / "events" / "generate.json").read_text())
+    if case == "529-without-header":
+        sim.configure(fail_rate=1.0, fail_status=529)  # the routed model and the fallback
+    else:
+        sim.script(Fault.status(429, error_code="enforced_spend_limit_reached"))
+
+    result = module.handler(event, LambdaContext("generate", timeout=29))
+
+    assert result["statusCode"] == 503
+    headers = {k: v[0] for k, v in (result.get("multiValueHeaders") or {}).items()} | (result.get("headers") or {})
+    assert int(headers["Retry-After"]) >= 1
+    assert json.loads(result["body"])["error"]["code"] == "UPSTREAM_UNAVAILABLE"
+    sim.configure(fail_rate=0.0)
+    assert module.handler(event, LambdaContext("generate", timeout=29))["statusCode"] == 200
