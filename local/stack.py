@@ -37,6 +37,9 @@ PARAMETER_ENV = {
     "ModelDeep": "MODEL_DEEP",
     "ModelFallback": "MODEL_FALLBACK",
     "LogLevel": "LOG_LEVEL",
+    "BreakerFailureThreshold": "BREAKER_FAILURE_THRESHOLD",
+    "BreakerRecoverySeconds": "BREAKER_RECOVERY_SECONDS",
+    "JobMaxAgeSeconds": "JOB_MAX_AGE_SECONDS",
 }
 
 

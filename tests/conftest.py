@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.circuit_breaker import base as breaker_base
 
 from claudekit.client import ClaudeClient, reset_client
 from claudekit.settings import Settings
@@ -66,6 +67,15 @@ def settings_env(local_aws: aws.LocalAws, sim: Simulator, monkeypatch: pytest.Mo
     local_aws.client("secretsmanager").put_secret_value(
         SecretId=env["CLAUDE_SECRET_ID"], SecretString=json.dumps({"api_key": API_KEY})
     )
+    # Cooldowns and circuits an earlier test left (in the table and in Powertools' per-container
+    # failure counters) would pause or trip this test's models.
+    table = local_aws.client("dynamodb")
+    for page in table.get_paginator("scan").paginate(TableName=env["TABLE_NAME"], ProjectionExpression="id"):
+        for item in page["Items"]:
+            if item["id"]["S"].startswith(("cooldown#", "claude:", "breaker-count#")):
+                table.delete_item(TableName=env["TABLE_NAME"], Key={"id": item["id"]})
+    for counters in (breaker_base._LOCAL_FAILURES, breaker_base._LOCAL_SUCCESSES, breaker_base._LAST_OBSERVED_STATE):
+        counters.clear()
     parameters.clear_caches()
     reset_client()
     yield env

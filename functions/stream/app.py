@@ -92,7 +92,7 @@ def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def invocation(headers: Mapping[str, str], margin: float) -> Invocation:
+def invocation(headers: Mapping[str, str], margin: float, budget: float | None = None) -> Invocation:
     """Read who is calling and how long we may take from the headers LWA adds.
 
     Identity comes ONLY from the API Gateway request context (`authorizer.claims.sub`), never
@@ -109,11 +109,26 @@ def invocation(headers: Mapping[str, str], margin: float) -> Invocation:
         remaining = deadline_ms / 1000 - time.time()
     else:
         remaining = DEFAULT_DEADLINE_SECONDS
+    # API Gateway counts the stream's integration timeout from the request, before a cold start.
+    epoch = context.get("requestTimeEpoch")
+    request_time_ms = float(epoch) if isinstance(epoch, int | float) and not isinstance(epoch, bool) else None
     return Invocation(
         request_id=str(request_id) if isinstance(request_id, str) and request_id else str(uuid.uuid4()),
         user_id=str(sub) if isinstance(sub, str) and sub else None,
-        deadline=Deadline.after(remaining - margin),
+        deadline=Deadline.for_request(
+            _Remaining(remaining), request_time_ms=request_time_ms, budget=budget or remaining, margin=margin
+        ),
     )
+
+
+@dataclass(frozen=True)
+class _Remaining:
+    """The Lambda time left, as Deadline.for_request reads it from a context."""
+
+    seconds: float
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
 
 
 # ---- responses ---------------------------------------------------------------------------------
@@ -315,7 +330,7 @@ async def stream(request: Request) -> Response:
         margin = get_settings().deadline_margin_seconds
     except ClaudeError as exc:  # a misconfigured deployment: 500, and the healthz check fails too
         return error_response(exc, invocation(request.headers, 0).request_id)
-    call = invocation(request.headers, margin)
+    call = invocation(request.headers, margin, get_settings().stream_budget_seconds)
     if call.user_id is None:
         return error_response(Unauthorized(), call.request_id)
     try:

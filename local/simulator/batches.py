@@ -126,8 +126,8 @@ class BatchStore:
         }
 
 
-def errored(custom_id: str, error_type: str, message: str) -> dict[str, Any]:
-    body = error_body(error_type, message, None)
+def errored(custom_id: str, error_type: str, message: str, error_code: str | None = None) -> dict[str, Any]:
+    body = error_body(error_type, message, None, error_code)
     return {"custom_id": custom_id, "result": {"type": "errored", "error": body}}
 
 

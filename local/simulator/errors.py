@@ -44,12 +44,17 @@ def status_for_error_type(error_type: str) -> int:
     return ERROR_STATUS.get(error_type, 500)
 
 
-def error_body(error_type: str, message: str | None, request_id: str | None) -> dict[str, Any]:
-    """``{"type": "error", "error": {...}, "request_id": ...}`` as the API sends it."""
+def error_body(
+    error_type: str, message: str | None, request_id: str | None, error_code: str | None = None
+) -> dict[str, Any]:
+    """``{"type": "error", "error": {...}, "request_id": ...}`` as the API sends it; ``error_code``
+    adds ``error.details.error_code`` (e.g. ``enforced_spend_limit_reached`` on a 429)."""
     body: dict[str, Any] = {
         "type": "error",
         "error": {"type": error_type, "message": message or DEFAULT_MESSAGES.get(error_type, "Error")},
     }
+    if error_code is not None:
+        body["error"]["details"] = {"error_code": error_code}
     if request_id is not None:
         body["request_id"] = request_id
     return body
@@ -58,8 +63,9 @@ def error_body(error_type: str, message: str | None, request_id: str | None) -> 
 class ApiError(Exception):
     """Raised inside the simulator to answer with an API error."""
 
-    def __init__(self, error_type: str, message: str, status: int | None = None) -> None:
+    def __init__(self, error_type: str, message: str, status: int | None = None, error_code: str | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+        self.error_code = error_code
         self.status = status if status is not None else status_for_error_type(error_type)

@@ -4,6 +4,7 @@ A fault spec as JSON (``POST /_sim/faults`` takes a list of these; ``Fault.to_di
 
     {"kind": "status", "status": 429, "error_type": "rate_limit_error", "message": "...",
      "retry_after": 1, "retry_after_ms": 200, "headers": {"x-should-retry": "false"}, "match": "job-17"}
+    {"kind": "status", "status": 429, "error_code": "enforced_spend_limit_reached"}
     {"kind": "hang", "seconds": 5}
     {"kind": "reset"}
     {"kind": "malformed"}
@@ -34,6 +35,8 @@ class Fault:
     kind: FaultKind
     status_code: int | None = None
     error_type: str | None = None
+    # `error.details.error_code` of the error body (the API's stable cause, e.g. a spend limit).
+    error_code: str | None = None
     message: str | None = None
     retry_after: float | None = None
     retry_after_ms: int | None = None
@@ -48,6 +51,7 @@ class Fault:
         status: int,
         *,
         error_type: str | None = None,
+        error_code: str | None = None,
         message: str | None = None,
         retry_after: float | None = None,
         retry_after_ms: int | None = None,
@@ -63,6 +67,7 @@ class Fault:
             kind="status",
             status_code=status,
             error_type=error_type or error_type_for_status(status),
+            error_code=error_code,
             message=message,
             retry_after=retry_after,
             retry_after_ms=retry_after_ms,
@@ -100,6 +105,7 @@ class Fault:
         error_type: str = "overloaded_error",
         *,
         message: str | None = None,
+        error_code: str | None = None,
         match: str | None = None,
     ) -> Fault:
         """Stream ``after_deltas`` content deltas, then an ``event: error``, then end the response.
@@ -111,6 +117,7 @@ class Fault:
             after_deltas=after_deltas,
             error_type=error_type,
             status_code=status_for_error_type(error_type),
+            error_code=error_code,
             message=message,
             match=match,
         )
@@ -132,6 +139,7 @@ class Fault:
             return cls.status(
                 status,
                 error_type=_opt_str(spec, "error_type"),
+                error_code=_opt_str(spec, "error_code"),
                 message=_opt_str(spec, "message"),
                 retry_after=_opt_float(spec, "retry_after"),
                 retry_after_ms=_opt_int(spec, "retry_after_ms"),
@@ -151,6 +159,7 @@ class Fault:
             2 if after is None else after,
             _opt_str(spec, "error_type") or "overloaded_error",
             message=_opt_str(spec, "message"),
+            error_code=_opt_str(spec, "error_code"),
             match=match,
         )
 

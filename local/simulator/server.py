@@ -248,7 +248,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             if fault.retry_after_ms is not None:
                 headers["retry-after-ms"] = str(fault.retry_after_ms)
             error_type = fault.error_type or "api_error"
-            self._send_error(ApiError(error_type, fault.message or "", fault.status_code), headers)
+            self._send_error(ApiError(error_type, fault.message or "", fault.status_code, fault.error_code), headers)
             return True
         if fault.kind == "hang":
             self.sim.stopping.wait(fault.seconds or 0.0)
@@ -276,7 +276,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
                 self._abort()
             else:
                 error_type = fault.error_type or "overloaded_error"
-                self._event("error", error_body(error_type, fault.message, self.request_id))
+                self._event("error", error_body(error_type, fault.message, self.request_id, fault.error_code))
                 self._end_chunks()
             return True
 
@@ -323,7 +323,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             own = self.sim.faults.take(collect_text(params), matched_only=True)
             if own is not None:
                 error_type = own.error_type if own.kind in ("status", "stream_error") else "api_error"
-                results.append(errored(custom_id, error_type or "api_error", own.message or ""))
+                results.append(errored(custom_id, error_type or "api_error", own.message or "", own.error_code))
                 continue
             try:
                 if params.get("stream"):
@@ -390,7 +390,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
 
     def _send_error(self, err: ApiError, headers: dict[str, str] | None = None) -> None:
-        self._send_json(err.status, error_body(err.error_type, err.message, self.request_id), headers)
+        self._send_json(err.status, error_body(err.error_type, err.message, self.request_id, err.error_code), headers)
 
     def _write(self, data: bytes) -> None:
         try:

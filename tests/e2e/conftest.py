@@ -34,6 +34,9 @@ STACK_ENV = {
     "RETRY_BASE_DELAY_SECONDS": "0.02",
     "RETRY_MAX_DELAY_SECONDS": "0.1",
     "REQUEST_TIMEOUT_SECONDS": "1",
+    # The breaker counts every failed attempt; tests that script failures must not trip it for the
+    # tests after them (its behaviour is tested in tests/integration/test_upstream_health.py).
+    "BREAKER_FAILURE_THRESHOLD": "1000",
 }
 
 

@@ -46,6 +46,8 @@ SETTINGS_ENV = {
     "BATCH_MAX_CONCURRENCY",
     "BREAKER_FAILURE_THRESHOLD",
     "BREAKER_RECOVERY_SECONDS",
+    "REQUEST_BUDGET_SECONDS",
+    "JOB_MAX_AGE_SECONDS",
 }
 LWA_ENV = {
     "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
@@ -179,7 +181,33 @@ def test_stream_integration_timeout_fits_the_function(
     (event,) = [p for name, _, p in api_events(functions) if name == "StreamFunction"]
     timeout = int(resolve(template, prop(fn, global_function, "Timeout")))
     assert event["TimeoutInMillis"] <= timeout * 1000
+    # The stream's deadline is counted from the request with the same budget as API Gateway's.
+    assert (
+        float(fn["Properties"]["Environment"]["Variables"]["STREAM_BUDGET_SECONDS"]) * 1000 == event["TimeoutInMillis"]
+    )
     assert template["Resources"]["Api"]["Properties"]["EndpointConfiguration"]["Type"] == "REGIONAL"
+
+
+# API Gateway (REST) cuts a buffered Lambda integration at 29 s, counted from the request.
+API_GATEWAY_BUFFERED_LIMIT = 29
+
+
+def test_buffered_routes_answer_before_api_gateway_cuts_them(
+    template: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
+) -> None:
+    """One parameter sets both each buffered function's Timeout and its deadline's budget, and it
+    cannot exceed API Gateway's limit: the function answers (a JSON error included) in time."""
+    env = global_function["Environment"]["Variables"]
+    assert env["REQUEST_BUDGET_SECONDS"] == {"Ref": "FunctionTimeout"}
+    parameter = template["Parameters"]["FunctionTimeout"]
+    assert parameter["Default"] <= API_GATEWAY_BUFFERED_LIMIT
+    assert parameter["MaxValue"] <= API_GATEWAY_BUFFERED_LIMIT
+    buffered = {name for name, _, p in api_events(functions) if p.get("ResponseTransferMode") != "RESPONSE_STREAM"}
+    assert buffered
+    for name in buffered:
+        assert prop(functions[name], global_function, "Timeout") == {"Ref": "FunctionTimeout"}, name
+        own_env = functions[name]["Properties"].get("Environment", {}).get("Variables", {})
+        assert "REQUEST_BUDGET_SECONDS" not in own_env, name
 
 
 # --------------------------------------------------------------------------- IAM

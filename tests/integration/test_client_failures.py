@@ -124,12 +124,24 @@ def test_client_errors_are_not_retried(client: ClaudeClient, sim: Simulator, sta
     assert attempts(sim) == 1
 
 
-def test_spend_limit_429_is_not_retried(client: ClaudeClient, sim: Simulator) -> None:
-    sim.script(Fault.status(429, message="Your workspace has reached its spend limit."))
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(429, error_code="enforced_spend_limit_reached"),
+        Fault.status(402),
+        Fault.status(400, error_type="billing_error"),
+    ],
+    ids=["429-spend-limit", "402", "billing_error"],
+)
+def test_spend_limit_is_never_retried_nor_sent_to_the_fallback(
+    client: ClaudeClient, sim: Simulator, fault: Fault
+) -> None:
+    sim.script(fault)
     with pytest.raises(errors.SpendLimitReached) as caught:
         client.complete(request(), Deadline.after(10))
-    assert caught.value.status == 503
-    assert attempts(sim) == 1
+    assert caught.value.status == 503 and caught.value.retry_after is not None
+    assert attempts(sim) == 1  # not retried, and the fallback model was not tried either
+    assert client.complete(request(), Deadline.after(10)).attempts == 1  # and the circuit did not count it
 
 
 def test_hang_times_out_then_succeeds(make_client: Any, sim: Simulator) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from claudekit import jobs
+from claudekit import errors, jobs
 from claudekit.client import get_client
 from claudekit.jobs.store import _from_ddb
 from local.aws import LocalAws
@@ -360,3 +360,27 @@ def test_a_canceled_batch_fails_its_jobs_and_gives_the_budget_back(
     usage = get_usage(user)
     assert usage["cost_usd"] == 0 and usage["remaining"]["budget_usd"] == usage["limits"]["daily_budget_usd"]
     assert polls_of(local_aws, user, wait=0) == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 429, "error_code": "enforced_spend_limit_reached"},
+        {"status": 402},
+    ],
+    ids=["429-spend-limit", "402"],
+)
+def test_a_spend_limit_in_a_batch_result_is_a_spend_limit_as_in_realtime(
+    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, fault: dict[str, Any]
+) -> None:
+    marker = f"spent-{uuid.uuid4()}"
+    sim.script(Fault.status(fault["status"], error_code=fault.get("error_code"), match=marker))
+    _, body = post_jobs(user, [{"task": "summarize", "input": f"Over the limit {marker}"}], mode="batch")
+    (job_id,) = [j["id"] for j in body["jobs"]]
+
+    consumer.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
+
+    view = get_job(user, job_id)
+    expected = errors.SpendLimitReached()
+    assert view["status"] == "failed"
+    assert view["error"] == {"code": expected.code, "message": expected.message}

@@ -30,14 +30,20 @@ def test_a_secret_without_a_key_is_a_configuration_error(
 ) -> None:
     sm = local_aws.client("secretsmanager")
     arn = sm.create_secret(Name=f"empty-{abs(hash(value))}", SecretString=value)["ARN"]
-    with pytest.raises(errors.ConfigurationError, match="CLAUDE_SECRET_ID"):
+    with pytest.raises(errors.ConfigurationError) as caught:
         get_api_key(arn, max_age=0)
+    assert "empty-" not in caught.value.message and "arn:" not in caught.value.message
 
 
-def test_a_missing_secret_fails_clearly_and_calls_nothing(make_client: Any, sim: Simulator, capsys: Any) -> None:
+def test_a_missing_secret_fails_clearly_and_calls_nothing(
+    make_client: Any, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_client(claude_secret_id="arn:aws:secretsmanager:us-east-1:123456789012:secret:nope")
     with pytest.raises(errors.ConfigurationError) as caught:
         client.complete(request(), Deadline.after(10))
     assert caught.value.status == 500
-    assert "CLAUDE_SECRET_ID" in caught.value.message
+    # The caller learns nothing about our resources; the operator's log names the variable only.
+    assert "123456789012" not in caught.value.message and "nope" not in caught.value.message
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "CLAUDE_SECRET_ID" in logged and "123456789012" not in logged and "secret:nope" not in logged
     assert sim.message_requests() == []

@@ -8,17 +8,30 @@ import time
 import anthropic
 import httpx2
 import pytest
+from anthropic._error_classes import make_status_error
 
 from claudekit import errors
 from claudekit.deadline import Deadline
 from claudekit.retry import backoff, call_with_retry, classify, parse_retry_after
 
 
-def status_error(status: int, kind: str, message: str = "x", headers: dict[str, str] | None = None) -> Exception:
+def status_error(
+    status: int,
+    kind: str,
+    message: str = "x",
+    headers: dict[str, str] | None = None,
+    error_code: str | None = None,
+) -> Exception:
+    """The typed error the SDK itself raises for this response (RateLimitError for a 429, ...)."""
     request = httpx2.Request("POST", "http://sim/v1/messages")
     response = httpx2.Response(status, headers=headers or {}, request=request)
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    return anthropic.APIStatusError(message, response=response, body=body)
+    error: dict[str, object] = {"type": kind, "message": message}
+    if error_code:
+        error["details"] = {"error_code": error_code}
+    body = {"type": "error", "error": error}
+    if status < 400:  # an `event: error` inside a stream: the SDK raises the base class
+        return anthropic.APIStatusError(message, response=response, body=body)
+    return make_status_error(message, body=body, response=response)
 
 
 @pytest.mark.parametrize(
@@ -31,12 +44,14 @@ def status_error(status: int, kind: str, message: str = "x", headers: dict[str, 
         (408, "timeout_error", errors.UpstreamTimeout, True),
         (409, "conflict", errors.UpstreamServerError, True),
         (413, "request_too_large", errors.InputTooLarge, False),
-        (429, "rate_limit_error", errors.UpstreamUnavailable, True),
+        (429, "rate_limit_error", errors.UpstreamRateLimited, True),
+        (402, "billing_error", errors.SpendLimitReached, False),
         (500, "api_error", errors.UpstreamServerError, True),
-        (503, "api_error", errors.UpstreamUnavailable, True),
+        (503, "api_error", errors.UpstreamOverloaded, True),
         (504, "timeout_error", errors.UpstreamTimeout, True),
-        (529, "overloaded_error", errors.UpstreamUnavailable, True),
-        (200, "overloaded_error", errors.UpstreamUnavailable, True),  # event: error mid-stream
+        (529, "overloaded_error", errors.UpstreamOverloaded, True),
+        (200, "overloaded_error", errors.UpstreamOverloaded, True),  # event: error mid-stream
+        (200, "rate_limit_error", errors.UpstreamRateLimited, True),
         (200, "api_error", errors.UpstreamServerError, True),
     ],
 )
@@ -46,10 +61,73 @@ def test_classify_status_errors(status: int, kind: str, expected: type, retryabl
     assert mapped.retryable is retryable
 
 
-def test_spend_limit_429_is_final() -> None:
-    mapped = classify(status_error(429, "rate_limit_error", "Your workspace has reached its spend limit"))
+@pytest.mark.parametrize(
+    ("status", "kind", "code"),
+    [
+        (429, "rate_limit_error", "enforced_spend_limit_reached"),
+        (429, "rate_limit_error", "contract_spend_limit_reached"),
+        (402, "billing_error", None),
+        (400, "billing_error", None),
+    ],
+)
+def test_spend_limits_are_final_whatever_their_status(status: int, kind: str, code: str | None) -> None:
+    mapped = classify(status_error(status, kind, error_code=code, headers={"x-should-retry": "true"}))
     assert isinstance(mapped, errors.SpendLimitReached)
-    assert not mapped.retryable
+    assert not mapped.retryable and mapped.retry_after is not None
+    assert not isinstance(mapped, errors.BREAKER_FAILURES)
+
+
+def test_x_should_retry_header_wins_over_the_status() -> None:
+    assert not classify(status_error(529, "overloaded_error", headers={"x-should-retry": "false"})).retryable
+    assert classify(status_error(400, "invalid_request_error", headers={"x-should-retry": "true"})).retryable
+
+
+def test_what_the_breaker_counts() -> None:
+    counted = [(500, "api_error"), (529, "overloaded_error"), (503, "api_error"), (504, "timeout_error")]
+    for status, kind in counted:
+        assert isinstance(classify(status_error(status, kind)), errors.BREAKER_FAILURES), status
+    for status, kind in [(429, "rate_limit_error"), (400, "invalid_request_error"), (404, "not_found_error")]:
+        assert not isinstance(classify(status_error(status, kind)), errors.BREAKER_FAILURES), status
+    request = httpx2.Request("POST", "http://sim/v1/messages")
+    assert isinstance(classify(anthropic.APIConnectionError(request=request)), errors.BREAKER_FAILURES)
+
+
+def test_unencodable_text_is_input_not_upstream() -> None:
+    try:
+        "\udfff".encode()
+    except UnicodeEncodeError as exc:
+        mapped = classify(exc)
+    assert isinstance(mapped, errors.InvalidRequest) and not mapped.retryable
+    assert not isinstance(mapped, errors.BREAKER_FAILURES)
+
+
+def test_a_final_503_without_a_hint_says_when_to_come_back() -> None:
+    def overloaded(timeout: float) -> None:
+        raise status_error(529, "overloaded_error")
+
+    with pytest.raises(errors.UpstreamUnavailable) as caught:
+        call_with_retry(overloaded, deadline=Deadline.after(10), max_attempts=2, base_delay=0.01, max_delay=0.05)
+    assert caught.value.retry_after is not None and caught.value.retry_after >= 1
+
+    with pytest.raises(errors.UpstreamUnavailable) as hinted:
+        call_with_retry(
+            overloaded, deadline=Deadline.after(10), max_attempts=2, base_delay=0, max_delay=0, hint=lambda: 7.0
+        )
+    assert hinted.value.retry_after == 7.0
+
+
+def test_an_attempt_that_may_be_retried_leaves_room_for_the_retry() -> None:
+    seen: list[float] = []
+
+    def hangs(timeout: float) -> None:
+        seen.append(timeout)
+        raise anthropic.APITimeoutError(request=httpx2.Request("POST", "http://sim/v1/messages"))
+
+    with pytest.raises(errors.UpstreamTimeout):
+        call_with_retry(hangs, deadline=Deadline.after(9), max_attempts=2, base_delay=0, max_delay=0)
+    assert len(seen) == 2
+    assert seen[0] <= 9 * 2 / 3  # the first may not take it all: a retry could follow
+    assert seen[1] > seen[0]  # the last one may use whatever is left
 
 
 def test_transport_errors() -> None:

@@ -38,7 +38,15 @@ def caller(app: APIGatewayRestResolver) -> str:
 
 
 def deadline(app: APIGatewayRestResolver) -> Deadline:
-    return Deadline.from_context(app.lambda_context, get_settings().deadline_margin_seconds)
+    """API Gateway's budget counted from the request (init time included), within Lambda's own."""
+    s = get_settings()
+    epoch = app.current_event.request_context.request_time_epoch
+    return Deadline.for_request(
+        app.lambda_context,
+        request_time_ms=float(epoch) if epoch else None,
+        budget=s.request_budget_seconds,
+        margin=s.deadline_margin_seconds,
+    )
 
 
 def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], status: int = 200) -> Response[str]:

@@ -23,6 +23,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.circuit_breaker import (
     CircuitBreakerConfig,
     CircuitBreakerOpenError,
+    CircuitState,
+    CircuitTransition,
     circuit_breaker,
 )
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
@@ -30,21 +32,27 @@ from pydantic import BaseModel, ValidationError
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from claudekit import secret
+from claudekit.breaker import FleetFailures
+from claudekit.cooldown import Cooldowns
 from claudekit.deadline import Deadline
 from claudekit.errors import (
     BREAKER_FAILURES,
+    CircuitOpen,
     ClaudeError,
     ConfigurationError,
     InputTooLarge,
+    InternalError,
     SpendLimitReached,
     StructuredOutputError,
     UpstreamAuth,
+    UpstreamRateLimited,
     UpstreamServerError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 from claudekit.limits import Costs, Ledger, Reservation
-from claudekit.retry import call_with_retry, classify
+from claudekit.retry import MIN_ATTEMPT_SECONDS, call_with_retry, classify
 from claudekit.routing import max_tokens_for, model_for
 from claudekit.settings import Settings, get_settings
 from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
@@ -149,7 +157,13 @@ class ClaudeClient:
             recovery_timeout=settings.breaker_recovery_seconds,
             success_threshold=1,
             handled_exceptions=BREAKER_FAILURES,
+            # Other instances learn of a trip within a second, so a fleet stops calling quickly.
+            local_cache_max_age=1,
         )
+        self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
+        self._fleet = FleetFailures(settings.table_name, window_seconds=settings.breaker_window_seconds)
+        self._opened: dict[str, int] = {}  # circuit -> opened_at, as this instance saw it trip
+        self._failures: dict[str, int] = {}  # circuit -> consecutive health failures seen here
         self._sdk: anthropic.Anthropic | None = None
         self._sdk_key: str | None = None
         self._lock = threading.Lock()
@@ -391,8 +405,11 @@ class ClaudeClient:
 
     def _create(self, model: str, timeout: float, params: dict[str, Any]) -> ClaudeResult:
         client = self._client()
+        # Building and sending the request raise as themselves (an unencodable string is our
+        # caller's input, not upstream's); only reading the answer can be upstream's malformed reply.
+        raw = client.messages.with_raw_response.create(model=model, timeout=timeout, **params)
         with _malformed_is_upstream_error():
-            return _result_of(client.messages.create(model=model, timeout=timeout, **params), model)
+            return _result_of(raw.parse(), model)
 
     def _refreshing_key(self, run: Callable[[], T]) -> T:
         """Run; on an upstream 401 the key may have been rotated: refresh it once and run once more."""
@@ -410,15 +427,30 @@ class ClaudeClient:
     def _with_fallback(
         self, call: _Call, deadline: Deadline, attempt: Callable[[str, float], Any], attempts: _Attempts
     ) -> Any:
-        """Try the routed model; if it stays unavailable, try the fallback model once."""
+        """Try the routed model; if it stays unavailable, try the fallback model once.
+
+        Not for a spend limit (the whole account) nor an unreachable service (the fallback model is
+        behind the same endpoint); anything that is not upstream's doing never gets here.
+        """
         try:
             return self._guarded(call.model, deadline, attempt, attempts, call.max_retry_wait)
         except UpstreamUnavailable as exc:
             fallback = self.settings.model_fallback
-            if isinstance(exc, SpendLimitReached) or not fallback or fallback == call.model or deadline.expired():
+            if (
+                isinstance(exc, SpendLimitReached | UpstreamUnreachable)
+                or not fallback
+                or fallback == call.model
+                or deadline.remaining() < MIN_ATTEMPT_SECONDS
+            ):
                 raise
             logger.warning("falling back", extra={"model": call.model, "fallback": fallback, "code": exc.code})
-            return self._guarded(fallback, deadline, attempt, attempts, call.max_retry_wait)
+            try:
+                return self._guarded(fallback, deadline, attempt, attempts, call.max_retry_wait)
+            except UpstreamUnavailable as second:
+                # The caller may come back as soon as either model could serve.
+                if exc.retry_after is not None and second.retry_after is not None:
+                    second.retry_after = min(exc.retry_after, second.retry_after)
+                raise
 
     def _guarded(
         self,
@@ -428,40 +460,128 @@ class ClaudeClient:
         attempts: _Attempts,
         max_wait: float | None = None,
     ) -> Any:
-        """The retry loop for one model, inside that model's circuit breaker."""
+        """The retry loop for one model. Every attempt first passes the model's shared cooldown and
+        circuit breaker, so the breaker counts attempts (not loops) and an open circuit stops a loop
+        between two attempts. Only health failures (BREAKER_FAILURES) count toward it."""
+        s = self.settings
+        name = f"claude:{model}"
+
+        def call(timeout: float) -> Any:
+            paused = self._cooldowns.remaining(model)
+            if paused > 0:
+                raise UpstreamRateLimited("the model service asked us to slow down; retry later", retry_after=paused)
+            attempts.count += 1
+            try:
+                result = attempt(model, timeout)
+            except Exception as exc:
+                try:
+                    error = classify(exc)
+                except Exception:
+                    # Neither upstream's doing nor the caller's: a bug. Never retried nor counted.
+                    logger.exception("unexpected error around an upstream call", extra={"model": model})
+                    raise InternalError() from exc
+                if isinstance(error, UpstreamRateLimited) and error.retry_after:
+                    self._cooldowns.pause(model, error.retry_after)
+                if isinstance(error, BREAKER_FAILURES):
+                    self._count_failure(name)
+                raise error from exc
+            with self._lock:
+                self._failures.pop(name, None)
+            self._fleet.succeeded(name)
+            return result
+
+        breaker = circuit_breaker(
+            name=name, persistence_store=self._breaker_store, config=self._breaker_config, on_transition=self._seen
+        )(call)
 
         def once(timeout: float) -> Any:
-            attempts.count += 1
-            return attempt(model, timeout)
+            # A trip seen by this instance stops its other loops at once, whatever a concurrent
+            # read of the (eventually consistent) store left in Powertools' cache.
+            with self._lock:
+                opened_at = self._opened.get(name)
+            if opened_at is not None and time.time() < opened_at + s.breaker_recovery_seconds:
+                raise CircuitOpen(retry_after=self._half_open_in(opened_at))
+            try:
+                return breaker(timeout)
+            except CircuitBreakerOpenError as exc:
+                opened_at = exc.circuit.opened_at if exc.circuit else None
+                raise CircuitOpen(retry_after=self._half_open_in(opened_at)) from None
 
-        def retry_loop() -> Any:
-            s = self.settings
+        def run() -> Any:
+            return call_with_retry(
+                once,
+                deadline=deadline,
+                max_attempts=s.retry_max_attempts,
+                base_delay=s.retry_base_delay_seconds,
+                max_delay=s.retry_max_delay_seconds,
+                max_attempt_seconds=s.request_timeout_seconds,
+                max_wait=max_wait,
+                hint=lambda: self._circuit_hint(name),
+                on_retry=lambda exc, wait: logger.info(
+                    "retrying", extra={"model": model, "code": exc.code, "wait_seconds": round(wait, 3)}
+                ),
+            )
 
-            def run() -> Any:
-                return call_with_retry(
-                    once,
-                    deadline=deadline,
-                    max_attempts=s.retry_max_attempts,
-                    base_delay=s.retry_base_delay_seconds,
-                    max_delay=s.retry_max_delay_seconds,
-                    max_attempt_seconds=s.request_timeout_seconds,
-                    max_wait=max_wait,
-                    on_retry=lambda exc, wait: logger.info(
-                        "retrying", extra={"model": model, "code": exc.code, "wait_seconds": round(wait, 3)}
-                    ),
-                )
+        return self._refreshing_key(run)
 
-            return self._refreshing_key(run)
+    def _count_failure(self, name: str) -> None:
+        """Count a health failure here and across the fleet.
 
-        guarded = circuit_breaker(
-            name=f"claude:{model}", persistence_store=self._breaker_store, config=self._breaker_config
-        )(retry_loop)
+        Here, as Powertools does, but tripping this instance at once: Powertools marks the circuit
+        open only after its DynamoDB write, and loops racing that write would each make another
+        attempt. Across the fleet, so that failures spread over many instances open the circuit
+        after a few attempts in total: the attempt that completes the fleet's count opens it
+        through the Powertools store, for every instance.
+        """
+        threshold = self.settings.breaker_failure_threshold
+        with self._lock:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = 0 if failures >= threshold else failures
+            if failures >= threshold:
+                self._opened[name] = int(time.time())
+        if self._fleet.failed(name) != threshold or failures >= threshold:
+            return
+        opened_at = int(time.time())
+        with self._lock:
+            self._opened[name] = opened_at
         try:
-            return guarded()
-        except CircuitBreakerOpenError:
-            raise UpstreamUnavailable(
-                "the model service is failing; requests are paused", retry_after=self._breaker_config.recovery_timeout
-            ) from None
+            self._breaker_store.save_open(name, failure_count=threshold, opened_at=opened_at)
+        except Exception as exc:  # the store fails open, as Powertools' own writes do
+            logger.warning("could not open the circuit for the fleet", extra={"error_type": type(exc).__name__})
+        self._fleet.reset(name)
+        logger.warning("circuit opened by the fleet's failures", extra={"circuit": name})
+
+    def _seen(self, transition: CircuitTransition) -> None:
+        """Remember (or forget) a circuit this instance saw open; log every transition."""
+        logger.warning(
+            "circuit transition",
+            extra={
+                "circuit": transition.circuit_name,
+                "from": str(transition.from_state),
+                "to": str(transition.to_state),
+            },
+        )
+        with self._lock:
+            if transition.to_state == CircuitState.OPEN and transition.opened_at is not None:
+                self._opened[transition.circuit_name] = transition.opened_at
+            elif transition.to_state == CircuitState.CLOSED:
+                self._opened.pop(transition.circuit_name, None)
+
+    def _half_open_in(self, opened_at: int | None) -> float:
+        """Seconds until an open circuit lets a trial call through (at least 1: a probe may be running)."""
+        if opened_at is None:
+            return float(self.settings.breaker_recovery_seconds)
+        return max(1.0, opened_at + self.settings.breaker_recovery_seconds - time.time())
+
+    def _circuit_hint(self, name: str) -> float | None:
+        """The circuit's time to half-open, if a failed loop left it open; else None."""
+        try:
+            record = self._breaker_store.get_state(name)
+        except Exception:  # the store fails open; so does the hint
+            return None
+        if record.state == CircuitState.CLOSED:
+            return None
+        return self._half_open_in(record.opened_at)
 
     # ---- accounting ---------------------------------------------------------------------
 

@@ -28,9 +28,20 @@ class InternalError(ClaudeError):
 
 
 class ConfigurationError(InternalError):
-    """The deployment is misconfigured (settings, secret). Fails loudly at init."""
+    """The deployment is misconfigured (settings, secret). Fails loudly at init.
+
+    `detail` (what `str()` shows: the cold-start log, tracebacks) names the variable at fault; the
+    caller-facing `message` never carries it, nor any identifier of our resources.
+    """
 
     default_message = "service is misconfigured"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()
+        self.detail = detail or self.default_message
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class InvalidRequest(ClaudeError):
@@ -122,7 +133,7 @@ class UpstreamAuth(UpstreamError):
 
 
 class UpstreamUnavailable(ClaudeError):
-    """Overloaded, rate limited upstream, unreachable, or the circuit is open."""
+    """The model service cannot take the call now; waiting helps. Every instance says how long."""
 
     code = "UPSTREAM_UNAVAILABLE"
     status = 503
@@ -130,11 +141,55 @@ class UpstreamUnavailable(ClaudeError):
     default_message = "the model service is unavailable; retry later"
 
 
+class UpstreamOverloaded(UpstreamUnavailable):
+    """529 / 503 / `overloaded_error`: the service is short of capacity (a health failure)."""
+
+
+class UpstreamUnreachable(UpstreamUnavailable):
+    """No connection to the service (refused, reset, DNS): a health failure of the network path.
+    The fallback model lives behind the same endpoint, so it is not tried."""
+
+    default_message = "could not reach the model service; retry later"
+
+
+class UpstreamRateLimited(UpstreamUnavailable):
+    """Upstream 429 `rate_limit_error`: our account's limit, not the service's health. It pauses
+    the model for every instance (the shared cooldown) and never counts toward the breaker."""
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """The breaker is open for this model: no call is made. Not retried inside the call (the
+    fallback model may still serve); `retry_after` is the time until the circuit half-opens."""
+
+    retryable = False
+    default_message = "the model service is failing; requests are paused"
+
+
 class SpendLimitReached(UpstreamUnavailable):
-    """The organisation's spend limit: retrying before an operator acts only burns time."""
+    """The organisation's spend limit (`billing_error`, 402, or a 429 whose `error_code` names a
+    spend limit): retrying before an operator acts only burns time, so it is never retried in the
+    call, never counted toward the breaker and never sent to the fallback model."""
 
     retryable = False
     default_message = "the model service is unavailable; an operator has been alerted"
+    # No upstream hint comes with it; an hour is how often an operator-facing retry makes sense.
+    default_retry_after = 3600.0
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=self.default_retry_after if retry_after is None else retry_after)
+
+
+class DependencyUnavailable(ClaudeError):
+    """One of our own dependencies (Secrets Manager) is throttling or down: retry later.
+    Not the model service's health, so the breaker never sees it."""
+
+    code = "SERVICE_UNAVAILABLE"
+    status = 503
+    retryable = True
+    default_message = "the service is temporarily unavailable; retry later"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=1.0 if retry_after is None else retry_after)
 
 
 class UpstreamTimeout(ClaudeError):
@@ -144,5 +199,20 @@ class UpstreamTimeout(ClaudeError):
     default_message = "the model service did not answer in time"
 
 
-# Failures that say something about upstream health; these count toward the circuit breaker.
-BREAKER_FAILURES: tuple[type[ClaudeError], ...] = (UpstreamServerError, UpstreamUnavailable, UpstreamTimeout)
+# Failures that say something about upstream health; only these count toward the circuit breaker.
+# Not upstream 429s (our account's limit), spend limits, 4xx, nor anything that failed on our side.
+BREAKER_FAILURES: tuple[type[ClaudeError], ...] = (
+    UpstreamServerError,
+    UpstreamOverloaded,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+)
+
+# Failures a queued job waits out (re-scheduled, not failed): the service or a dependency is
+# unavailable for now. Everything else that escapes a job's call is permanent for that job.
+TRANSIENT: tuple[type[ClaudeError], ...] = (
+    UpstreamUnavailable,
+    UpstreamServerError,
+    UpstreamTimeout,
+    DependencyUnavailable,
+)

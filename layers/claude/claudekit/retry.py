@@ -22,18 +22,24 @@ from claudekit.deadline import Deadline
 from claudekit.errors import (
     ClaudeError,
     InputTooLarge,
+    InvalidRequest,
     SpendLimitReached,
     UpstreamAuth,
+    UpstreamOverloaded,
+    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamServerError,
     UpstreamTimeout,
-    UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 
 T = TypeVar("T")
 
 # The shortest time worth starting an attempt with; less and it would surely time out.
 MIN_ATTEMPT_SECONDS = 0.5
+# An attempt that may be followed by another uses at most this share of the time left, so one
+# hung connection cannot eat the whole budget: the retry (or the fallback) still has a third.
+ATTEMPT_SHARE = 2 / 3
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -59,42 +65,73 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
-def _is_spend_limit(message: str | None) -> bool:
-    text = (message or "").lower()
-    return "spend limit" in text or "credit balance" in text or "billing" in text
+def _is_spend_limit(exc: anthropic.APIStatusError) -> bool:
+    """402 / `billing_error`, or a 429 (or 400) whose stable `error_code` names a spend limit
+    (`enforced_spend_limit_reached`, `contract_spend_limit_reached`, ...) or unavailable billing."""
+    if isinstance(exc, anthropic.PaymentRequiredError) or exc.type == "billing_error":
+        return True
+    code = exc.error_code or ""
+    return code.endswith("spend_limit_reached") or code.endswith("billing_unavailable")
+
+
+def _should_retry(headers: Mapping[str, str]) -> bool | None:
+    """The API's `x-should-retry` header, which overrides what the status suggests."""
+    value = (headers.get("x-should-retry") or "").lower()
+    return {"true": True, "false": False}.get(value)
+
+
+def _status_error(exc: anthropic.APIStatusError) -> ClaudeError:
+    """An HTTP error response (or an `event: error` inside a 200 stream), by the SDK's classes."""
+    retry_after = parse_retry_after(exc.response.headers)
+    if _is_spend_limit(exc):
+        return SpendLimitReached()
+    if exc.status_code < 400:
+        # An `event: error` inside a stream arrives with the stream's 200 status: map its type.
+        kind = exc.type
+        if kind == "rate_limit_error":
+            return UpstreamRateLimited(retry_after=retry_after)
+        if kind == "overloaded_error":
+            return UpstreamOverloaded(retry_after=retry_after)
+        if kind == "timeout_error":
+            return UpstreamTimeout(retry_after=retry_after)
+        return UpstreamServerError()
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return UpstreamAuth()
+    if isinstance(exc, anthropic.ContentTooLargeError):
+        return InputTooLarge("input is too large for the model")
+    if isinstance(exc, anthropic.RateLimitError):
+        return UpstreamRateLimited(retry_after=retry_after)
+    if isinstance(exc, anthropic.RequestTimeoutError | anthropic.GatewayTimeoutError):
+        return UpstreamTimeout(retry_after=retry_after)
+    if isinstance(exc, anthropic.OverloadedError | anthropic.ServiceUnavailableError):
+        return UpstreamOverloaded(retry_after=retry_after)
+    if isinstance(exc, anthropic.ConflictError | anthropic.InternalServerError) or exc.status_code >= 500:
+        return UpstreamServerError(retry_after=retry_after)
+    return UpstreamRejected()
 
 
 def classify(exc: BaseException) -> ClaudeError:
-    """Map anything the SDK raises to our hierarchy. Read top to bottom: first match wins."""
+    """Map anything an upstream call raised to our hierarchy. Read top to bottom: first match wins.
+
+    Only what the model service (or the network to it) did becomes an upstream error. A failure
+    on our side before a byte was sent (text that cannot be encoded) is the caller's input; any
+    other exception is a bug and is re-raised as it is.
+    """
     if isinstance(exc, ClaudeError):
         return exc
+    if isinstance(exc, UnicodeEncodeError):
+        # Raised while the SDK encodes the request body (a lone surrogate): nothing was sent.
+        return InvalidRequest("text contains characters that cannot be encoded (e.g. lone surrogates)")
     if isinstance(exc, anthropic.APITimeoutError):
         return UpstreamTimeout()
     if isinstance(exc, anthropic.APIConnectionError):
-        return UpstreamUnavailable("could not reach the model service")
+        return UpstreamUnreachable()
     if isinstance(exc, anthropic.APIStatusError):
-        status, kind = exc.status_code, exc.type
-        retry_after = parse_retry_after(exc.response.headers)
-        if status < 400:
-            # An `event: error` inside a stream arrives with the stream's 200 status.
-            if kind in ("overloaded_error", "rate_limit_error"):
-                return UpstreamUnavailable(retry_after=retry_after)
-            return UpstreamServerError()
-        if status in (401, 403):
-            return UpstreamAuth()
-        if status == 413:
-            return InputTooLarge("input is too large for the model")
-        if status == 429:
-            if _is_spend_limit(exc.api_message):
-                return SpendLimitReached()
-            return UpstreamUnavailable(retry_after=retry_after)
-        if status in (408, 504):
-            return UpstreamTimeout(retry_after=retry_after)
-        if status in (503, 529):
-            return UpstreamUnavailable(retry_after=retry_after)
-        if status == 409 or status >= 500:
-            return UpstreamServerError(retry_after=retry_after)
-        return UpstreamRejected()
+        error = _status_error(exc)
+        hint = _should_retry(exc.response.headers)
+        if hint is not None and error.retryable != hint and not isinstance(error, SpendLimitReached):
+            error.retryable = hint
+        return error
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout()
     if isinstance(exc, httpx2.TransportError):
@@ -122,13 +159,18 @@ def call_with_retry(
     on_retry: Callable[[ClaudeError, float], None] | None = None,
     max_attempt_seconds: float = 60.0,
     max_wait: float | None = None,
+    hint: Callable[[], float | None] | None = None,
 ) -> T:
     """Run `fn(timeout)` until it succeeds, a failure is final, or time is up.
 
-    `fn` gets the timeout its attempt may use (bounded by the deadline) and raises SDK
-    exceptions or ClaudeErrors; what escapes is always a ClaudeError. A wait longer than
-    `max_wait` is not slept here: the error goes back to the caller, whose queue can wait for free.
+    `fn` gets the timeout its attempt may use: bounded by the deadline, and while another attempt
+    could follow, by ATTEMPT_SHARE of the time left. It raises SDK exceptions or ClaudeErrors;
+    what escapes is always a ClaudeError, and a final 429/503 without a hint carries the backoff
+    the loop would have used as `retry_after` (unless `hint()`, e.g. the circuit's time to half-open,
+    has one first). A wait longer than `max_wait` is not slept here:
+    the error goes back to the caller, whose queue can wait for free.
     """
+    made = 0
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -149,11 +191,14 @@ def call_with_retry(
             on_retry(exc, state.upcoming_sleep or 0.0)
 
     def attempt() -> T:
+        nonlocal made
+        made += 1
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_SECONDS:
             raise UpstreamTimeout("not enough time left to call the model service")
+        budget = remaining if made >= max_attempts else max(MIN_ATTEMPT_SECONDS, remaining * ATTEMPT_SHARE)
         try:
-            return fn(min(max_attempt_seconds, remaining))
+            return fn(min(max_attempt_seconds, budget))
         except Exception as exc:  # every SDK failure becomes one of ours, or re-raises a bug
             raise classify(exc) from exc
 
@@ -165,4 +210,11 @@ def call_with_retry(
         reraise=True,
         sleep=time.sleep,
     )
-    return retrying(attempt)
+    try:
+        return retrying(attempt)
+    except ClaudeError as exc:
+        if exc.retry_after is None and exc.status in (429, 503):
+            # The caller's Retry-After: the hint, else what the loop would have waited next.
+            later = hint() if hint is not None else None
+            exc.retry_after = later if later is not None else max(1.0, min(max_delay, base_delay * 2**made))
+        raise

@@ -60,12 +60,22 @@ class Settings(BaseSettings):
     retry_base_delay_seconds: float = Field(0.5, ge=0)
     retry_max_delay_seconds: float = Field(8.0, ge=0)
     deadline_margin_seconds: float = Field(1.0, ge=0)
+    # The caller's budget for one request, counted from when API Gateway received it: the
+    # template sets it from the same parameter as the function's Timeout (FunctionTimeout, at most
+    # API Gateway's 29 s for buffered routes; the stream function's own timeout for /stream).
+    request_budget_seconds: float = Field(29.0, gt=0, le=900)
+    # The same for POST /stream: its integration timeout (TimeoutInMillis) and function Timeout.
+    stream_budget_seconds: float = Field(120.0, gt=0, le=900)
     # Upper bound on one upstream attempt when the Lambda deadline is further away.
     request_timeout_seconds: float = Field(60.0, gt=0)
 
     # Circuit breaker (Powertools, state in DynamoDB)
     breaker_failure_threshold: int = Field(5, ge=1)
     breaker_recovery_seconds: int = Field(30, ge=1)
+    # Window in which health failures across all instances add up toward the threshold.
+    breaker_window_seconds: int = Field(60, ge=1)
+    # Longest pause an upstream 429's retry-after may impose on a model, for every instance.
+    cooldown_max_seconds: float = Field(600.0, gt=0)
 
     # Per-user limits
     rate_limit_per_minute: int = Field(20, ge=0)
@@ -75,6 +85,8 @@ class Settings(BaseSettings):
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
     jobs_queue_url: str | None = None
     batch_max_concurrency: int = Field(4, ge=1, le=32)
+    # A queued job waits out upstream outages this long before it is failed with the reason.
+    job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
     # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
     batch_poll_seconds: int = Field(60, ge=0, le=900)
 

@@ -9,9 +9,11 @@ Claude, however often SQS delivers it:
 - otherwise the Claude call runs inside Powertools idempotency keyed by the job id, so a
   redelivery after a crash or a lost write replays the stored result instead of calling (and
   charging) again;
-- transient failures go back to the queue with a visibility timeout that honours retry-after;
-  permanent ones, malformed messages and the last allowed receive mark the job `failed` with the
-  reason and let SQS move the message to the dead-letter queue.
+- upstream outages (overload, rate limit, open circuit, 5xx, timeout) re-schedule the job as a
+  fresh, delayed copy of its message (delay from retry-after, growing), so waiting never spends
+  the receives that catch poison messages; a job gives up only after JOB_MAX_AGE_SECONDS;
+- permanent failures and malformed messages mark the job `failed` with the reason and let SQS
+  move the message to the dead-letter queue.
 
 Status moves queued -> running -> succeeded | failed (running -> queued between retries), each
 move a conditional write, so a late or duplicate worker can never overwrite a finished job.

@@ -25,16 +25,19 @@ from pydantic import ValidationError
 from claudekit.client import ClaudeClient, ClaudeRequest, get_client
 from claudekit.deadline import Deadline, LambdaContextLike
 from claudekit.errors import (
+    TRANSIENT,
     ClaudeError,
     InputTooLarge,
     InternalError,
     RateLimited,
+    SpendLimitReached,
     UpstreamAuth,
     UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamServerError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from claudekit.jobs.models import (
     FEATURE,
@@ -51,6 +54,9 @@ from claudekit.jobs.submit import _batch_request, _plausible_id, _send_poll
 from claudekit.limits import Reservation
 from claudekit.settings import Settings, get_settings
 from claudekit.telemetry import hash_user, logger
+
+# SQS DelaySeconds allows at most 15 minutes.
+SQS_MAX_DELAY_SECONDS = 900
 
 # ---- the consumer -------------------------------------------------------------------------
 
@@ -99,7 +105,7 @@ class JobConsumer:
         client: Callable[[], ClaudeClient] = get_client,
     ) -> None:
         self.settings = settings or get_settings()
-        self.options = options or JobOptions(concurrency=self.settings.batch_max_concurrency)
+        self.options = options or JobOptions.from_settings(self.settings)
         self.client = client
         self.store = store_for(self.settings)
         self.persistence = DynamoDBPersistenceLayer(table_name=self.settings.table_name)
@@ -203,10 +209,8 @@ class JobConsumer:
                 return "deferred"
             return self._terminal(sqs, record, queue, message, exc)
         except ClaudeError as exc:
-            if exc.retryable and not last:
-                self.store.to_queued(message.job_id, error_of(exc))
-                self._visibility(sqs, record, self._retry_delay(exc, receive_count))
-                raise RecordReturned(f"retry later: {exc.code}") from None
+            if isinstance(exc, TRANSIENT):
+                return self._wait_out(sqs, record, queue, message, exc)
             return self._terminal(sqs, record, queue, message, exc)
         except Exception as exc:  # a bug or a broken dependency (DynamoDB, ...)
             logger.exception("job failed unexpectedly", extra={"job_id": message.job_id})
@@ -347,6 +351,42 @@ class JobConsumer:
                 job_id, {"code": "INTERNAL_ERROR", "message": "the job's message was malformed"}, message_id=message_id
             )
 
+    def _wait_out(self, sqs: Any, record: SQSRecord, queue: QueueInfo, message: JobMessage, exc: ClaudeError) -> str:
+        """An outage, open circuit, overload or rate limit: re-schedule the job as a fresh, delayed
+        copy of its message (the original is then deleted), so waiting never spends the receives
+        that detect poison messages. Only a job older than the maximum age gives up."""
+        now = time.time()
+        sent = record.attributes.sent_timestamp
+        first_seen = message.first_seen or (int(sent) // 1000 if sent and sent.isdigit() else int(now))
+        age = now - first_seen
+        if age >= self.options.max_age_seconds:
+            hours = self.options.max_age_seconds / 3600
+            expired = type(exc)(f"{exc.message} (gave up after {hours:g} h)", retry_after=exc.retry_after)
+            return self._terminal(sqs, record, queue, message, expired)
+        delay = min(self._wait_delay(exc, message.attempts), max(0.0, self.options.max_age_seconds - age))
+        self.store.to_queued(message.job_id, error_of(exc))
+        again = message.model_copy(update={"attempts": message.attempts + 1, "first_seen": first_seen})
+        if self._send(sqs, again, delay):
+            logger.info(
+                "job re-scheduled to wait out upstream",
+                extra={
+                    "job_id": message.job_id,
+                    "code": exc.code,
+                    "delay_seconds": round(delay),
+                    "attempts": again.attempts,
+                },
+            )
+            return "rescheduled"
+        # Could not re-send: let the original come back instead (this does use a receive).
+        self._visibility(sqs, record, delay)
+        raise RecordReturned(f"retry later: {exc.code}")
+
+    def _wait_delay(self, exc: ClaudeError, attempts: int) -> float:
+        """Upstream's (or the circuit's) hint, and a backoff that grows with each re-schedule."""
+        o = self.options
+        grown = min(o.retry_max_seconds, o.retry_base_seconds * 2.0**attempts)
+        return min(SQS_MAX_DELAY_SECONDS, max(exc.retry_after or 0.0, grown))
+
     def _retry_delay(self, exc: ClaudeError | None, receive_count: int) -> float:
         if exc is not None and exc.retry_after is not None:
             return exc.retry_after
@@ -366,27 +406,33 @@ class JobConsumer:
 
     def _defer(self, sqs: Any, message: JobMessage, seconds: float) -> bool:
         """Re-send the message with a delay (the original is then deleted): a fresh receive count."""
-        again = message.model_copy(update={"deferrals": message.deferrals + 1})
+        return self._send(sqs, message.model_copy(update={"deferrals": message.deferrals + 1}), seconds)
+
+    def _send(self, sqs: Any, message: JobMessage, seconds: float) -> bool:
+        """Send `message` delayed by `seconds` (SQS allows up to 900); False if it could not be sent."""
         try:
             sqs.send_message(
-                QueueUrl=self.queue_url, MessageBody=again.to_json(), DelaySeconds=max(0, min(900, math.ceil(seconds)))
+                QueueUrl=self.queue_url,
+                MessageBody=message.to_json(),
+                DelaySeconds=max(0, min(SQS_MAX_DELAY_SECONDS, math.ceil(seconds))),
             )
         except (ClientError, BotoCoreError) as exc:
-            logger.warning("could not defer a job message", extra={"error_type": type(exc).__name__})
+            logger.warning("could not re-send a job message", extra={"error_type": type(exc).__name__})
             return False
         return True
 
 
 # An errored batch request's error type -> what the job reports (never the upstream message).
+# The same classes as a realtime call, so a spend limit is a spend limit everywhere.
 _BATCH_ERRORS: dict[str, type[ClaudeError]] = {
     "invalid_request_error": UpstreamRejected,
     "not_found_error": UpstreamRejected,
     "request_too_large": InputTooLarge,
     "authentication_error": UpstreamAuth,
     "permission_error": UpstreamAuth,
-    "billing_error": UpstreamUnavailable,
-    "rate_limit_error": UpstreamUnavailable,
-    "overloaded_error": UpstreamUnavailable,
+    "billing_error": SpendLimitReached,
+    "rate_limit_error": UpstreamRateLimited,
+    "overloaded_error": UpstreamOverloaded,
     "api_error": UpstreamServerError,
     "timeout_error": UpstreamTimeout,
 }
@@ -400,6 +446,10 @@ def _batch_error(outcome: Any) -> ClaudeError:
         return UpstreamError("the batch was canceled before this job ran")
     error = getattr(getattr(outcome, "error", None), "error", None)
     kind = str(getattr(error, "type", "") or "")
+    details = getattr(error, "details", None)  # a model, or a plain dict where the SDK has no type for it
+    code = str((details.get("error_code") if isinstance(details, dict) else getattr(details, "error_code", "")) or "")
+    if code.endswith("spend_limit_reached") or code.endswith("billing_unavailable"):
+        return SpendLimitReached()
     return _BATCH_ERRORS.get(kind, UpstreamError)()
 
 

@@ -65,6 +65,11 @@ class JobMessage(BaseModel):
     input: str = Field(min_length=1)
     # Times this message was re-sent because the job could not start (rate limit, deadline).
     deferrals: int = Field(0, ge=0)
+    # Times the job was re-scheduled to wait out an upstream outage (each a fresh message, so the
+    # queue's poison-message receives are kept for real poison), and when it was first queued
+    # (epoch seconds): a job gives up only after JOB_MAX_AGE_SECONDS.
+    attempts: int = Field(0, ge=0)
+    first_seen: int | None = Field(None, ge=0)
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -90,9 +95,12 @@ class BatchPollMessage(BaseModel):
 class JobOptions:
     """Knobs of the consumer; defaults suit the deployed function (300 s timeout)."""
 
-    # Visibility timeout after a transient failure that came without retry-after: base * 2**(n-1).
+    # Delay after a transient failure: the larger of its retry-after and base * 2**(n-1) for the
+    # n-th re-schedule, at most retry_max_seconds (SQS DelaySeconds allows 900).
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
+    # A job waiting out outages gives up (failed, with the reason) after this long (JOB_MAX_AGE_SECONDS).
+    max_age_seconds: float = 86_400.0
     # In-progress duplicates are looked at again after this long.
     in_progress_retry_seconds: float = 30.0
     # A record does not start with less invocation time left than this; it goes back untouched.
@@ -113,6 +121,7 @@ class JobOptions:
         return cls(
             concurrency=settings.batch_max_concurrency,
             batch_poll_seconds=settings.batch_poll_seconds,
+            max_age_seconds=settings.job_max_age_seconds,
         )
 
 
