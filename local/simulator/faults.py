@@ -87,7 +87,11 @@ class Fault:
 
     @classmethod
     def malformed(cls, *, match: str | None = None) -> Fault:
-        """Answer 200 ``application/json`` with a body that is not valid JSON."""
+        """Answer 200 ``application/json`` with a body that is not valid JSON.
+
+        Matched to one request of a message batch: that request "succeeds" with impossible usage
+        (negative ``output_tokens``), the batch's own form of a malformed reply.
+        """
         return cls(kind="malformed", match=match)
 
     @classmethod

@@ -321,6 +321,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         results: list[dict[str, Any]] = []
         for custom_id, params in items:
             own = self.sim.faults.take(collect_text(params), matched_only=True)
+            if own is not None and own.kind == "malformed":
+                message = plan_reply(params, config, self.sim.cache, service_tier="batch").message()
+                message["usage"]["output_tokens"] = -1
+                results.append(succeeded(custom_id, message))
+                continue
             if own is not None:
                 error_type = own.error_type if own.kind in ("status", "stream_error") else "api_error"
                 results.append(errored(custom_id, error_type or "api_error", own.message or "", own.error_code))

@@ -260,6 +260,33 @@ def test_an_errored_request_fails_only_its_job(
     assert usage["remaining"]["budget_usd"] == pytest.approx(usage["limits"]["daily_budget_usd"] - usage["cost_usd"])
 
 
+def test_a_batch_result_with_impossible_usage_fails_its_job_and_keeps_the_reservation(
+    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer
+) -> None:
+    """Upstream says it answered (and billed) but its usage is impossible: that job fails with
+    UPSTREAM_ERROR, its reservation stays charged for reconciliation, and the others succeed."""
+    marker = f"bad-usage-{uuid.uuid4()}"
+    sim.script(Fault.malformed(match=marker))
+    items = [
+        {"task": "summarize", "input": f"Fine one {uuid.uuid4()}"},
+        {"task": "summarize", "input": f"Odd one {marker}"},
+    ]
+    _, body = post_jobs(user, items, mode="batch")
+    job_ids = [j["id"] for j in body["jobs"]]
+    reserved = get_usage(user)["remaining"]["budget_usd"]
+
+    consumer.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
+
+    views = [get_job(user, j) for j in job_ids]
+    assert [v["status"] for v in views] == ["succeeded", "failed"]
+    assert views[1]["error"]["code"] == "UPSTREAM_ERROR"
+    usage = get_usage(user)
+    assert usage["requests"] == 1
+    # The good job's reservation became its cost; the bad one's is still held, not given back.
+    assert usage["remaining"]["budget_usd"] < usage["limits"]["daily_budget_usd"] - usage["cost_usd"]
+    assert usage["remaining"]["budget_usd"] >= reserved
+
+
 def test_a_poll_delivered_twice_charges_once(
     sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -303,7 +303,18 @@ class JobConsumer:
             )
             outcome = outcomes.get(job_id)
             if outcome is not None and outcome.type == "succeeded":
-                result = client.batch_result(outcome.message, on=reservation.day)
+                try:
+                    result = client.batch_result(outcome.message, on=reservation.day)
+                except ClaudeError as unusable:
+                    # Upstream says it answered (and billed) but its usage cannot be trusted: fail the
+                    # job and keep the reservation, so the budget stays charged until reconciled.
+                    if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(unusable)):
+                        logger.error(
+                            "batch result with unusable usage; reservation kept for reconciliation",
+                            extra={"batch_id": poll.batch_id, "job_id": job_id, "code": unusable.code},
+                        )
+                        finished += 1
+                    continue
                 if self.store.finish_batch_job(job_id, poll.batch_id, result=result_of(result)):
                     client.settle_batch(request, reservation, result)
                     finished += 1
