@@ -1,8 +1,13 @@
 """An API Gateway stand-in: HTTP requests in, REST API proxy events to the handlers, responses out.
 
 Routes come from template.yaml's Api events, so the local stack serves exactly what deploys.
-Zip functions get a proxy event (authorizer claims from `X-User-Id`); a function behind the
-Lambda Web Adapter gets the raw request with the `x-amzn-request-context` header LWA adds.
+Zip functions get a proxy event (authorizer claims from `X-User-Id`), handled by a pool of
+instances (local.instances: a process each, one request at a time, as Lambda runs them); a
+function behind the Lambda Web Adapter gets the raw request with the `x-amzn-request-context`
+header LWA adds.
+
+Every response carries X-Request-Id, and every JSON one nosniff and no-store, the shim's own
+errors included (as the template's GatewayResponses do deployed).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+
+from local.instances import FunctionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "claude"
@@ -42,7 +49,7 @@ class Route:
     method: str
     path: str  # as in the template, e.g. /jobs/{id}
     function: str  # logical id
-    handler: Callable[[dict[str, Any], Any], Any] | None = None  # a zip function's handler
+    handler: FunctionPool | None = None  # a zip function's instances
     asgi: ASGIApp | None = None  # a web-adapter function's app
     timeout: float = 30.0
 
@@ -83,6 +90,7 @@ def load_module(path: Path, name: str) -> Any:
 
 
 def routes_from_template(doc: dict[str, Any], default_timeout: float) -> list[Route]:
+    """The template's Api routes. Zip functions get a FunctionPool each (not started: see `pools`)."""
     routes: list[Route] = []
     for logical, resource in doc.get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
@@ -94,17 +102,27 @@ def routes_from_template(doc: dict[str, Any], default_timeout: float) -> list[Ro
         code = ROOT / props["CodeUri"]
         handler_name = str(props.get("Handler", "app.handler"))
         timeout = float(props["Timeout"]) if isinstance(props.get("Timeout"), int | float) else default_timeout
-        module = load_module(code / "app.py", f"fn_{logical}")
+        if handler_name.endswith(".sh"):  # behind the Lambda Web Adapter: an ASGI app
+            module = load_module(code / "app.py", f"fn_{logical}")
+            if not hasattr(module, "app"):
+                raise RuntimeError(f"{code}/app.py must define the ASGI `app` that run.sh serves")
+            asgi, pool = module.app, None
+        else:
+            asgi, pool = None, FunctionPool(logical, code, handler_name.split(".")[-1], timeout=timeout)
         for event in api_events:
             route = Route(method=event["Method"].upper(), path=event["Path"], function=logical, timeout=timeout)
-            if handler_name.endswith(".sh"):  # behind the Lambda Web Adapter: an ASGI app
-                if not hasattr(module, "app"):
-                    raise RuntimeError(f"{code}/app.py must define the ASGI `app` that run.sh serves")
-                route.asgi = module.app
-            else:
-                route.handler = getattr(module, handler_name.split(".")[-1])
+            route.asgi, route.handler = asgi, pool
             routes.append(route)
     return routes
+
+
+def pools(routes: list[Route]) -> list[FunctionPool]:
+    """Each zip function's pool once (a function may serve several routes)."""
+    found: dict[int, FunctionPool] = {}
+    for route in routes:
+        if route.handler is not None:
+            found.setdefault(id(route.handler), route.handler)
+    return list(found.values())
 
 
 def request_context(route: Route, method: str, path: str, user: str, request_id: str, source_ip: str) -> dict[str, Any]:
@@ -190,8 +208,8 @@ class ApiGatewayShim:
             return
 
         body = await _read_body(receive)
-        if body is None:
-            await _send_json(send, 413, _error("INPUT_TOO_LARGE", "body exceeds 10 MB", request_id), request_id)
+        if body is None:  # deployed, the REQUEST_TOO_LARGE gateway response says the same
+            await _send_json(send, 400, _error("VALIDATION_ERROR", "body exceeds 10 MB", request_id), request_id)
             return
         query: dict[str, list[str]] = {}
         for pair in scope.get("query_string", b"").decode().split("&"):
@@ -240,7 +258,12 @@ def _error(code: str, message: str, request_id: str) -> dict[str, Any]:
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
     data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-request-id", request_id.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cache-control", b"no-store"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
