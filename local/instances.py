@@ -10,10 +10,16 @@ and replaces an instance that crashed or ran past its timeout, as Lambda does.
 
     pool = FunctionPool("GenerateFunction", Path("functions/generate"), "handler", timeout=30)
     result = pool(event, context)  # context: anything with get_remaining_time_in_millis()
+
+A function behind the Lambda Web Adapter (an ASGI app that run.sh serves) gets a WebAdapterPool:
+each instance is a process running the app under uvicorn on a loopback port, ready once its
+readiness path answers 200 (as LWA checks), and the shim proxies one request at a time to it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -206,5 +212,162 @@ class FunctionPool:
         self._closed = True
         with self._lock:
             instances, self._all = list(self._all), []
+        for instance in instances:
+            instance.stop()
+
+
+# ---- functions behind the Lambda Web Adapter -------------------------------------------------------
+
+
+def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str) -> None:
+    """A web-adapter instance: the function's ASGI app under uvicorn, as run.sh starts it."""
+    import socket
+
+    import uvicorn
+
+    from local.shim import load_module
+
+    try:
+        app = load_module(Path(code_dir) / "app.py", module_name).app
+    except BaseException as exc:
+        log.exception("function %s failed to initialise", function)
+        conn.send(("init_error", f"{type(exc).__name__}: {exc}"))
+        return
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+    def watch_parent() -> None:  # the pool closed the pipe (or died): shut down
+        with contextlib.suppress(EOFError, OSError):
+            conn.recv()
+        server.should_exit = True
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    conn.send(("ready", sock.getsockname()[1]))
+    server.run(sockets=[sock])
+
+
+class WebInstance:
+    """One web-adapter execution environment: a process serving the app on a loopback port."""
+
+    def __init__(self, pool: WebAdapterPool, index: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process: BaseProcess = ctx.Process(
+            target=_serve_web,
+            args=(child, str(pool.code_dir), f"fn_{pool.function}_{index}", pool.function),
+            name=f"{pool.function}-{index}",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        if not self.conn.poll(INIT_TIMEOUT_SECONDS):
+            self.stop()
+            raise InvocationFailed(f"{pool.function} did not initialise in {INIT_TIMEOUT_SECONDS:.0f} s")
+        status, detail = self.conn.recv()
+        if status != "ready":
+            self.stop()
+            raise InvocationFailed(f"{pool.function} failed to initialise: {detail}")
+        self.port = int(detail)
+        self._ready(pool.readiness_path)
+
+    def _ready(self, path: str) -> None:
+        """What LWA does before the first invocation: poll the readiness path until it answers 200."""
+        import http.client
+        import time
+
+        deadline = time.monotonic() + INIT_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                probe.request("GET", path)
+                if probe.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise InvocationFailed("the function never became ready")
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2)
+
+
+class WebAdapterPool:
+    """The instances of a web-adapter function. The shim proxies each request to an idle one.
+
+    Acquire and release run on the shim's event loop; only starting a process happens in a thread.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        code_dir: Path,
+        *,
+        timeout: float,
+        readiness_path: str = "/healthz",
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+    ) -> None:
+        self.function = function
+        self.code_dir = code_dir
+        self.timeout = timeout
+        self.readiness_path = readiness_path
+        self.max_instances = max(1, max_instances)
+        self._idle: list[WebInstance] = []
+        self._all: list[WebInstance] = []
+        self._starting = 0
+        self._started = 0
+        self._returned: asyncio.Condition | None = None
+
+    @property
+    def instances(self) -> int:
+        return len(self._all)
+
+    def start(self) -> WebAdapterPool:
+        instance = self._new()
+        self._all.append(instance)
+        self._idle.append(instance)
+        return self
+
+    def _new(self) -> WebInstance:
+        self._started += 1
+        return WebInstance(self, self._started)
+
+    async def acquire(self) -> WebInstance:
+        import anyio.to_thread
+
+        if self._returned is None:
+            self._returned = asyncio.Condition()
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if len(self._all) + self._starting < self.max_instances:
+                self._starting += 1
+                try:
+                    instance = await anyio.to_thread.run_sync(self._new)
+                finally:
+                    self._starting -= 1
+                self._all.append(instance)
+                return instance
+            async with self._returned:
+                await self._returned.wait()
+
+    async def release(self, instance: WebInstance, *, healthy: bool = True) -> None:
+        if healthy:
+            self._idle.append(instance)
+        else:  # timed out: Lambda stops the environment; the next call gets a fresh one
+            if instance in self._all:
+                self._all.remove(instance)
+            instance.stop()
+        if self._returned is not None:
+            async with self._returned:
+                self._returned.notify()
+
+    def stop(self) -> None:
+        instances, self._all, self._idle = list(self._all), [], []
         for instance in instances:
             instance.stop()

@@ -3,8 +3,9 @@
 - AWS: moto on loopback, with the resources template.yaml declares (local.aws).
 - Claude: the built-in simulator, unless ANTHROPIC_BASE_URL (+ ANTHROPIC_API_KEY) points elsewhere.
 - HTTP: an API Gateway stand-in on $PORT (default 3000) serving the template's routes (local.shim).
-- Functions: each zip function runs as Lambda runs it, a pool of instances (one process each,
-  one request at a time; more instances while all are busy, up to LOCAL_MAX_INSTANCES, default 4).
+- Functions: each runs as Lambda runs it, a pool of instances (one process each, one request at
+  a time; more instances while all are busy, up to LOCAL_MAX_INSTANCES, default 4). A function
+  behind the Lambda Web Adapter serves its ASGI app under uvicorn in each instance.
 - SQS: the template's SQS event sources poll here and invoke their function's instances, so a
   posted job is processed locally.
 
@@ -25,7 +26,7 @@ from typing import Any
 import uvicorn
 
 from local import aws
-from local.instances import FunctionPool
+from local.instances import FunctionPool, WebAdapterPool
 from local.shim import ROOT, ApiGatewayShim, pools, routes_from_template
 from local.simulator import Latency, Simulator
 
@@ -54,7 +55,7 @@ class Stack:
         self.simulator: Simulator | None = None
         self.local_aws: aws.LocalAws | None = None
         self.consumers: list[Any] = []
-        self.pools: list[FunctionPool] = []
+        self.pools: list[FunctionPool | WebAdapterPool] = []
         self.server: uvicorn.Server | None = None
 
     def start(self) -> uvicorn.Server:
@@ -118,7 +119,7 @@ class Stack:
         """Every function's first instance, in parallel (cold starts), then the SQS pollers."""
         errors: list[BaseException] = []
 
-        def start(pool: FunctionPool) -> None:
+        def start(pool: FunctionPool | WebAdapterPool) -> None:
             try:
                 pool.start()
             except BaseException as exc:
