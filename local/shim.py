@@ -253,26 +253,30 @@ async def _proxy(
     """
     instance = await pool.acquire()
     started: list[bool] = []  # set by _relay the moment the response starts
-    healthy = False
-    try:
-        with anyio.move_on_after(route.timeout + 5):
-            async with anyio.create_task_group() as group:
+    failed = False
+    with anyio.move_on_after(route.timeout + 5) as limit:
+        async with anyio.create_task_group() as group:
 
-                async def relay() -> None:
-                    nonlocal healthy
+            async def relay() -> None:
+                nonlocal failed
+                try:
                     await _relay(instance, scope, headers, body, send, started)
-                    healthy = True
-                    group.cancel_scope.cancel()
-
-                group.start_soon(relay)
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                healthy = True  # the caller left; the instance itself is fine
+                except (OSError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    failed = True  # the instance broke the connection (or the caller did, mid-send)
                 group.cancel_scope.cancel()
-    finally:
-        await pool.release(instance, healthy=healthy)
-    if not healthy and not started:  # Lambda's timeout: API Gateway answers for the function
+
+            group.start_soon(relay)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()  # the caller left: closing our side tells the function
+    # Past its timeout Lambda stops the environment; a crashed one is gone anyway.
+    await pool.release(instance, healthy=not limit.cancelled_caught and instance.process.is_alive())
+    if started:
+        return
+    if limit.cancelled_caught:  # API Gateway answers for a function that ran out of time
         await _send_json(send, 504, _error("UPSTREAM_TIMEOUT", "the function timed out", request_id), request_id)
+    elif failed:  # Lambda reports a failed invocation; API Gateway answers 502
+        await _send_json(send, 502, _error("INTERNAL_ERROR", "the function failed", request_id), request_id)
 
 
 async def _relay(

@@ -120,7 +120,7 @@ def check_body(event: dict[str, Any]) -> None:
 
 def with_standard_headers(result: dict[str, Any], rid: str) -> dict[str, Any]:
     """X-Request-Id on every response, and the JSON headers on every JSON one, whoever built it."""
-    single: dict[str, Any] = result.setdefault("headers", None) or {}
+    single: dict[str, Any] = dict(result.get("headers") or {})
     multi: dict[str, list[Any]] = result.get("multiValueHeaders") or {}
     names = {k.lower() for k in (*single, *multi)}
     content_type = next(
