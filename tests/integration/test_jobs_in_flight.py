@@ -130,3 +130,21 @@ def test_posting_jobs_counts_against_the_rate_limit(
     status, body = post_jobs(items(1), user=user)
     assert status == 429 and body["error"]["code"] == "RATE_LIMITED"
     assert in_flight(user) == 2
+
+
+def test_a_batch_submission_past_the_cap_is_refused_and_its_budget_given_back(capped: None, sim: Simulator) -> None:
+    from tests.integration.test_jobs_batches import BATCHES_PATH, get_usage
+    from tests.integration.test_jobs_batches import post_jobs as post_batch
+
+    user = f"batcher-{uuid.uuid4()}"
+    status, body = post_batch(user, items(CAP), mode="batch")
+    assert status == 202, body
+    assert in_flight(user) == CAP
+    before = get_usage(user)["remaining"]["budget_usd"]
+
+    status, body = post_batch(user, items(1), mode="batch")
+
+    assert status == 429 and "in flight" in body["error"]["message"]
+    assert get_usage(user)["remaining"]["budget_usd"] == before
+    assert in_flight(user) == CAP
+    assert len([r for r in sim.requests if r.method == "POST" and r.path == BATCHES_PATH]) == 1
