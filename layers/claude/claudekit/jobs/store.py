@@ -159,7 +159,7 @@ class JobStore:
             job_id,
             expression,
             f"({condition}) AND {crossing}",
-            {**values, **({":q_in": "queued", ":r_in": "running"} if leaving else {":f_out": "failed"})},
+            {**values, **(_IN_FLIGHT_VALUES if leaving else {":f_out": "failed"})},
         )
         job["ExpressionAttributeNames"]["#s"] = "status"
         counter = {

@@ -94,7 +94,6 @@ def submit(
         return submit_batch(
             body, owner, settings=settings, options=options, sqs=sqs, client=client(), deadline=deadline
         )
-    client().ledger.admit(owner, Decimal(0))  # the rate limit only: the jobs reserve budget as they run
     now = time.time()
     messages: list[JobMessage] = []
     for index, item in enumerate(body.items):
@@ -102,6 +101,9 @@ def submit(
         if len(message.to_json().encode()) > MAX_SQS_PAYLOAD_BYTES:
             raise InputTooLarge(f"items.{index}.input is too large for a job message")
         messages.append(message)
+    # After every check of the input (bad input never counts), the rate limit only: each job
+    # reserves its budget when it runs.
+    client().ledger.admit(owner, Decimal(0))
     records = [_record(m.job_id, owner, m.task, m.input, "realtime", now, options) for m in messages]
     store = store_for(settings)
     create(store, records, owner, settings)
