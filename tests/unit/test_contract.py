@@ -103,3 +103,15 @@ def test_standard_headers_are_added_to_any_response_without_overriding() -> None
     }
     plain = {"content-type": "text/plain", "x-request-id": "a"}
     assert with_standard_headers({"statusCode": 200, "headers": dict(plain)}, "b")["headers"] == plain
+
+
+def test_validation_messages_name_fields_but_never_echo_a_made_up_key() -> None:
+    from claudekit.api import validation_error
+
+    key = "\x00<script>" + "a" * 10_000
+    with pytest.raises(ValidationError) as caught:
+        GenerateBody.model_validate({"prompt": "x", key: 1, "max_tokens": 0})
+    message = validation_error(list(caught.value.errors())).message
+    assert "<unknown key>: Extra inputs are not permitted" in message
+    assert "max_tokens: " in message
+    assert "script" not in message and len(message) < 300

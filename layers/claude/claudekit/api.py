@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,10 @@ from claudekit.telemetry import logger, tracer
 
 # On every JSON response, errors included: bodies are per user and must never be sniffed or cached.
 JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+# What a field name or list index of our contract looks like (anything else came from the caller).
+_FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
@@ -160,9 +165,15 @@ def validation_error(errors: list[Any]) -> InvalidRequest:
         return MalformedRequest()
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = ".".join(_location(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return InvalidRequest("; ".join(parts))
+
+
+def _location(part: object) -> str:
+    """A field name or index as is; an unknown key the caller made up is not echoed back."""
+    text = str(part)
+    return text if _FIELD.fullmatch(text) else "<unknown key>"
 
 
 def create_app() -> APIGatewayRestResolver:
