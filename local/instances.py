@@ -54,8 +54,12 @@ class ContextLike(Protocol):
 
 def _serve(conn: Connection, code_dir: str, module_name: str, handler_name: str, function: str) -> None:
     """An instance's whole life: import the function (init), then one invocation at a time."""
+    import signal
+
     from local.shim import LambdaContext, load_module  # in the child: the layer goes on sys.path
 
+    # Ctrl-C reaches the whole process group; the stack stops its instances itself, in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         handler = getattr(load_module(Path(code_dir) / "app.py", module_name), handler_name)
     except BaseException as exc:
@@ -221,6 +225,7 @@ class FunctionPool:
 
 def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str) -> None:
     """A web-adapter instance: the function's ASGI app under uvicorn, as run.sh starts it."""
+    import signal
     import socket
 
     import uvicorn
@@ -244,6 +249,9 @@ def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str)
 
     threading.Thread(target=watch_parent, daemon=True).start()
     conn.send(("ready", sock.getsockname()[1]))
+    # As for zip instances, Ctrl-C is the stack's to handle; uvicorn re-raises what it caught
+    # with the handler it found, so ignoring it here keeps a clean exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     server.run(sockets=[sock])
 
 
