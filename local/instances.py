@@ -20,16 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import logging
 import multiprocessing
 import os
 import queue
+import signal
+import socket
 import threading
+import time
 import uuid
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
+
+import anyio.to_thread
+import uvicorn
 
 log = logging.getLogger("local.instances")
 
@@ -54,8 +61,6 @@ class ContextLike(Protocol):
 
 def _serve(conn: Connection, code_dir: str, module_name: str, handler_name: str, function: str) -> None:
     """An instance's whole life: import the function (init), then one invocation at a time."""
-    import signal
-
     from local.shim import LambdaContext, load_module  # in the child: the layer goes on sys.path
 
     # Ctrl-C reaches the whole process group; the stack stops its instances itself, in order.
@@ -225,10 +230,6 @@ class FunctionPool:
 
 def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str) -> None:
     """A web-adapter instance: the function's ASGI app under uvicorn, as run.sh starts it."""
-    import signal
-    import socket
-
-    import uvicorn
 
     from local.shim import load_module
 
@@ -281,9 +282,6 @@ class WebInstance:
 
     def _ready(self, path: str) -> None:
         """What LWA does before the first invocation: poll the readiness path until it answers 200."""
-        import http.client
-        import time
-
         deadline = time.monotonic() + INIT_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             try:
@@ -346,8 +344,6 @@ class WebAdapterPool:
         return WebInstance(self, self._started)
 
     async def acquire(self) -> WebInstance:
-        import anyio.to_thread
-
         if self._returned is None:
             self._returned = asyncio.Condition()
         while True:
