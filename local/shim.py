@@ -1,13 +1,21 @@
 """An API Gateway stand-in: HTTP requests in, REST API proxy events to the handlers, responses out.
 
 Routes come from template.yaml's Api events, so the local stack serves exactly what deploys.
-Zip functions get a proxy event (authorizer claims from `X-User-Id`); a function behind the
-Lambda Web Adapter gets the raw request with the `x-amzn-request-context` header LWA adds.
+Every function runs as a pool of instances (local.instances: a process each, one request at a
+time, as Lambda runs them). Zip functions get a proxy event (authorizer claims from
+`X-User-Id`); a function behind the Lambda Web Adapter gets the raw HTTP request, proxied to an
+instance's own server with the `x-amzn-request-context` header LWA adds, its response streamed
+back as it is written.
+
+Every response carries X-Request-Id, and every JSON one nosniff and no-store, the shim's own
+errors included (as the template's GatewayResponses do deployed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import importlib.util
 import json
 import re
@@ -19,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
+
+from local.instances import FunctionPool, WebAdapterPool, WebInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "claude"
@@ -34,7 +45,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass
@@ -42,8 +52,8 @@ class Route:
     method: str
     path: str  # as in the template, e.g. /jobs/{id}
     function: str  # logical id
-    handler: Callable[[dict[str, Any], Any], Any] | None = None  # a zip function's handler
-    asgi: ASGIApp | None = None  # a web-adapter function's app
+    handler: FunctionPool | None = None  # a zip function's instances
+    web: WebAdapterPool | None = None  # a web-adapter function's instances
     timeout: float = 30.0
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
@@ -83,6 +93,7 @@ def load_module(path: Path, name: str) -> Any:
 
 
 def routes_from_template(doc: dict[str, Any], default_timeout: float) -> list[Route]:
+    """The template's Api routes. Zip functions get a FunctionPool each (not started: see `pools`)."""
     routes: list[Route] = []
     for logical, resource in doc.get("Resources", {}).items():
         if resource.get("Type") != "AWS::Serverless::Function":
@@ -94,17 +105,27 @@ def routes_from_template(doc: dict[str, Any], default_timeout: float) -> list[Ro
         code = ROOT / props["CodeUri"]
         handler_name = str(props.get("Handler", "app.handler"))
         timeout = float(props["Timeout"]) if isinstance(props.get("Timeout"), int | float) else default_timeout
-        module = load_module(code / "app.py", f"fn_{logical}")
+        if handler_name.endswith(".sh"):  # behind the Lambda Web Adapter: run.sh serves app.py's `app`
+            env = props.get("Environment", {}).get("Variables", {})
+            readiness = str(env.get("AWS_LWA_READINESS_CHECK_PATH", "/"))
+            web, pool = WebAdapterPool(logical, code, timeout=timeout, readiness_path=readiness), None
+        else:
+            web, pool = None, FunctionPool(logical, code, handler_name.split(".")[-1], timeout=timeout)
         for event in api_events:
             route = Route(method=event["Method"].upper(), path=event["Path"], function=logical, timeout=timeout)
-            if handler_name.endswith(".sh"):  # behind the Lambda Web Adapter: an ASGI app
-                if not hasattr(module, "app"):
-                    raise RuntimeError(f"{code}/app.py must define the ASGI `app` that run.sh serves")
-                route.asgi = module.app
-            else:
-                route.handler = getattr(module, handler_name.split(".")[-1])
+            route.web, route.handler = web, pool
             routes.append(route)
     return routes
+
+
+def pools(routes: list[Route]) -> list[FunctionPool | WebAdapterPool]:
+    """Each function's pool once (a function may serve several routes)."""
+    found: dict[int, FunctionPool | WebAdapterPool] = {}
+    for route in routes:
+        for pool in (route.handler, route.web):
+            if pool is not None:
+                found.setdefault(id(pool), pool)
+    return list(found.values())
 
 
 def request_context(route: Route, method: str, path: str, user: str, request_id: str, source_ip: str) -> dict[str, Any]:
@@ -182,17 +203,18 @@ class ApiGatewayShim:
         client = scope.get("client") or ("127.0.0.1", 0)
         context = request_context(route, method, path, user, request_id, str(client[0]))
 
-        if route.asgi is not None:
+        body = await _read_body(receive)
+        if body is None:  # deployed, the REQUEST_TOO_LARGE gateway response says the same
+            await _send_json(send, 400, _error("VALIDATION_ERROR", "body exceeds 10 MB", request_id), request_id)
+            return
+
+        if route.web is not None:
             # What the Lambda Web Adapter does: pass the request through with the API context attached.
             raw = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-amzn-request-context"]
             raw.append((b"x-amzn-request-context", json.dumps(context).encode()))
-            await route.asgi({**scope, "headers": raw}, receive, send)
+            await _proxy(route, route.web, scope, raw, body, receive, send, request_id)
             return
 
-        body = await _read_body(receive)
-        if body is None:
-            await _send_json(send, 413, _error("INPUT_TOO_LARGE", "body exceeds 10 MB", request_id), request_id)
-            return
         query: dict[str, list[str]] = {}
         for pair in scope.get("query_string", b"").decode().split("&"):
             if pair:
@@ -208,6 +230,102 @@ class ApiGatewayShim:
             await _send_json(send, 502, _error("INTERNAL_ERROR", "the function failed", request_id), request_id)
             return
         await _send_result(send, result)
+
+
+# Headers that describe one hop of HTTP, not the request or response itself.
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host", b"expect", b"upgrade"}
+
+
+async def _proxy(
+    route: Route,
+    pool: WebAdapterPool,
+    scope: Scope,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    receive: Receive,
+    send: Send,
+    request_id: str,
+) -> None:
+    """One request to one idle instance; its response relayed chunk by chunk, as it is written.
+
+    If the caller goes away, the connection to the instance closes too, so the function sees the
+    disconnect just as it would behind LWA. Past the function's timeout the instance is replaced.
+    """
+    instance = await pool.acquire()
+    started: list[bool] = []  # set by _relay the moment the response starts
+    failed = False
+    with anyio.move_on_after(route.timeout + 5) as limit:
+        async with anyio.create_task_group() as group:
+
+            async def relay() -> None:
+                nonlocal failed
+                try:
+                    await _relay(instance, scope, headers, body, send, started)
+                except (OSError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    failed = True  # the instance broke the connection (or the caller did, mid-send)
+                group.cancel_scope.cancel()
+
+            group.start_soon(relay)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()  # the caller left: closing our side tells the function
+    # Past its timeout Lambda stops the environment; a crashed one is gone anyway.
+    await pool.release(instance, healthy=not limit.cancelled_caught and instance.process.is_alive())
+    if started:
+        return
+    if limit.cancelled_caught:  # API Gateway answers for a function that ran out of time
+        await _send_json(send, 504, _error("UPSTREAM_TIMEOUT", "the function timed out", request_id), request_id)
+    elif failed:  # Lambda reports a failed invocation; API Gateway answers 502
+        await _send_json(send, 502, _error("INTERNAL_ERROR", "the function failed", request_id), request_id)
+
+
+async def _relay(
+    instance: WebInstance,
+    scope: Scope,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    send: Send,
+    started: list[bool],
+) -> None:
+    """HTTP/1.1 to the instance and back; `started` gets an entry once the response has begun."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+    try:
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        lines = [scope["method"].encode() + b" " + target + b" HTTP/1.1", b"host: 127.0.0.1"]
+        lines += [k + b": " + v for k, v in headers if k.lower() not in HOP_BY_HOP]
+        lines += [b"content-length: " + str(len(body)).encode(), b"connection: close"]
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        response_headers: list[tuple[bytes, bytes]] = []
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            response_headers.append((name.strip().lower(), value.strip()))
+        chunked = (b"transfer-encoding", b"chunked") in response_headers
+        forward = [
+            (k, v) for k, v in response_headers if k not in HOP_BY_HOP or (k == b"content-length" and not chunked)
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": forward})
+        started.append(True)
+        while True:
+            if chunked:
+                size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    break
+                chunk = await reader.readexactly(size)
+                await reader.readline()
+            else:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -240,7 +358,12 @@ def _error(code: str, message: str, request_id: str) -> dict[str, Any]:
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
     data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-request-id", request_id.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cache-control", b"no-store"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 

@@ -3,9 +3,13 @@
 - AWS: moto on loopback, with the resources template.yaml declares (local.aws).
 - Claude: the built-in simulator, unless ANTHROPIC_BASE_URL (+ ANTHROPIC_API_KEY) points elsewhere.
 - HTTP: an API Gateway stand-in on $PORT (default 3000) serving the template's routes (local.shim).
-- SQS: the template's SQS event sources run in-process, so a posted job is processed here.
+- Functions: each runs as Lambda runs it, a pool of instances (one process each, one request at
+  a time; more instances while all are busy, up to LOCAL_MAX_INSTANCES, default 4). A function
+  behind the Lambda Web Adapter serves its ASGI app under uvicorn in each instance.
+- SQS: the template's SQS event sources poll here and invoke their function's instances, so a
+  posted job is processed locally.
 
-Limits mirror the template parameters: RATE_LIMIT_PER_MINUTE and DAILY_BUDGET_USD (and any other
+Limits mirror the template parameters: RATE_LIMIT_PER_MINUTE, DAILY_BUDGET_USD, MAX_JOBS_IN_FLIGHT (and any other
 parameter by its variable name, e.g. MODEL_FAST) are read from the environment.
 """
 
@@ -22,7 +26,8 @@ from typing import Any
 import uvicorn
 
 from local import aws
-from local.shim import ROOT, ApiGatewayShim, load_module, routes_from_template
+from local.instances import FunctionPool, WebAdapterPool
+from local.shim import ROOT, ApiGatewayShim, pools, routes_from_template
 from local.simulator import Latency, Simulator
 
 SIM_KEY = "sk-local-simulator"
@@ -30,6 +35,7 @@ SIM_KEY = "sk-local-simulator"
 PARAMETER_ENV = {
     "RateLimitPerMinute": "RATE_LIMIT_PER_MINUTE",
     "DailyBudgetUsd": "DAILY_BUDGET_USD",
+    "MaxJobsInFlight": "MAX_JOBS_IN_FLIGHT",
     "MaxTokensCeiling": "MAX_TOKENS_CEILING",
     "MaxInputChars": "MAX_INPUT_CHARS",
     "ModelFast": "MODEL_FAST",
@@ -52,6 +58,7 @@ class Stack:
         self.simulator: Simulator | None = None
         self.local_aws: aws.LocalAws | None = None
         self.consumers: list[Any] = []
+        self.pools: list[FunctionPool | WebAdapterPool] = []
         self.server: uvicorn.Server | None = None
 
     def start(self) -> uvicorn.Server:
@@ -70,7 +77,9 @@ class Stack:
         doc = aws.load_template()
         timeout = float(doc.get("Parameters", {}).get("FunctionTimeout", {}).get("Default", 30))
         routes = routes_from_template(doc, timeout)
+        self.pools = pools(routes)
         self._start_consumers(doc, timeout)
+        self._start_pools()
         config = uvicorn.Config(
             ApiGatewayShim(routes), host=self.host, port=self.port, log_level="warning", lifespan="off"
         )
@@ -93,23 +102,47 @@ class Stack:
                     continue
                 queue = event["Properties"]["Queue"]["Fn::GetAtt"]
                 queue_logical = queue[0] if isinstance(queue, list) else str(queue).split(".")[0]
-                module = load_module(ROOT / props["CodeUri"] / "app.py", f"fn_{logical}")
                 timeout = props.get("Timeout")
+                seconds = float(timeout) if isinstance(timeout, int | float) else default_timeout
+                handler = str(props.get("Handler", "app.handler")).split(".")[-1]
+                pool = FunctionPool(logical, ROOT / props["CodeUri"], handler, timeout=seconds)
+                self.pools.append(pool)
                 source = SqsEventSource(
-                    module.handler,
+                    pool,
                     self.local_aws.physical[queue_logical],
                     self.local_aws.arns[queue_logical],
                     endpoint_url=self.local_aws.endpoint,
                     batch_size=int(event["Properties"].get("BatchSize", 10)),
                     max_concurrency=2,
-                    function_timeout=float(timeout) if isinstance(timeout, int | float) else default_timeout,
+                    function_timeout=seconds,
                 )
-                source.start()
                 self.consumers.append(source)
+
+    def _start_pools(self) -> None:
+        """Every function's first instance, in parallel (cold starts), then the SQS pollers."""
+        errors: list[BaseException] = []
+
+        def start(pool: FunctionPool | WebAdapterPool) -> None:
+            try:
+                pool.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(pool,)) for pool in self.pools]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        for consumer in self.consumers:
+            consumer.start()
 
     def stop(self) -> None:
         for consumer in self.consumers:
             consumer.stop()
+        for pool in self.pools:
+            pool.stop()
         if self.local_aws is not None:
             self.local_aws.stop()
         if self.simulator is not None:
@@ -138,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stack = Stack(host=args.host, port=args.port)
-    server = stack.start()
+    try:
+        server = stack.start()
+    except BaseException:
+        stack.stop()
+        raise
     upstream = "simulator " + stack.simulator.url if stack.simulator else os.environ["ANTHROPIC_BASE_URL"]
 
     def announce() -> None:

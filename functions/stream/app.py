@@ -44,9 +44,9 @@ from starlette.types import Receive, Scope, Send
 
 from claudekit import api, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import GenerateBody
+from claudekit.contract import GenerateBody, parse_json
 from claudekit.deadline import Deadline
-from claudekit.errors import ClaudeError, ConfigurationError, NotFound, Unauthorized
+from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger
@@ -60,7 +60,9 @@ DEFAULT_DEADLINE_SECONDS = 120.0
 # notices a departed caller at the next upstream event, so this is normally milliseconds.
 SETTLE_WAIT_SECONDS = 10.0
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# no-store: a stream is per user, like every JSON response (which get api.JSON_HEADERS).
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"}
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 Item = Delta | ClaudeResult
 
@@ -325,6 +327,18 @@ async def _first_item(pump: Pump, receive: Receive) -> Item | BaseException | _E
     return got[0] if got else None
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, refused once it exceeds what API Gateway would pass (the same rule as the REST routes)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise MalformedRequest("body exceeds 10 MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def stream(request: Request) -> Response:
     try:
         margin = get_settings().deadline_margin_seconds
@@ -334,7 +348,9 @@ async def stream(request: Request) -> Response:
     if call.user_id is None:
         return error_response(Unauthorized(), call.request_id)
     try:
-        body = GenerateBody.model_validate_json(await request.body())
+        body = GenerateBody.model_validate(parse_json(await _read_body(request)))
+    except ClaudeError as exc:  # malformed: not UTF-8, not JSON, too deep, too large
+        return error_response(exc, call.request_id)
     except ValidationError as exc:
         return error_response(api.validation_error(list(exc.errors())), call.request_id)
     try:

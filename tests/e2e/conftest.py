@@ -31,6 +31,7 @@ E2E_KEY = "sk-e2e-secret-value"
 STACK_ENV = {
     "RATE_LIMIT_PER_MINUTE": "6",
     "DAILY_BUDGET_USD": "0.05",
+    "MAX_JOBS_IN_FLIGHT": "3",
     "RETRY_BASE_DELAY_SECONDS": "0.02",
     "RETRY_MAX_DELAY_SECONDS": "0.1",
     "REQUEST_TIMEOUT_SECONDS": "1",

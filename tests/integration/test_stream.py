@@ -172,7 +172,7 @@ def test_success_streams_deltas_then_done(
 
     assert reply.status == 200
     assert reply.headers["content-type"].startswith("text/event-stream")
-    assert reply.headers["cache-control"] == "no-cache"
+    assert reply.headers["cache-control"] == "no-store"
     assert reply.headers["x-accel-buffering"] == "no"
     assert reply.headers["x-request-id"] == "req-abc-123"
     assert reply.names[-1] == "done" and set(reply.names[:-1]) == {"delta"} and len(reply.names) > 2

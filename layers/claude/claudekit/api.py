@@ -2,12 +2,16 @@
 
 Every error leaves as `{"error": {"code", "message", "request_id"}}` with the status
 the contract names, `Retry-After` where waiting helps, and `X-Request-Id` always.
+Every JSON response is per user: `nosniff` and `no-store` on all of them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +22,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from claudekit.client import ClaudeResult, get_client
+from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound, Unauthorized
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger, tracer
+
+# On every JSON response, errors included: bodies are per user and must never be sniffed or cached.
+JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+# What a field name or list index of our contract looks like (anything else came from the caller).
+_FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
@@ -55,7 +67,7 @@ def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], statu
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
         body=json.dumps(data, separators=(",", ":")),
-        headers={"X-Request-Id": request_id(app)},
+        headers={"X-Request-Id": request_id(app), **JSON_HEADERS},
     )
 
 
@@ -81,9 +93,57 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
             headers = {k: v for k, v in (event.get(key) or {}).items() if k.lower() != "content-type"}
             headers["content-type"] = "application/json" if key == "headers" else ["application/json"]
             event[key] = headers
-        return app.resolve(event, context)
+        rid = str((event.get("requestContext") or {}).get("requestId") or "")
+        try:
+            check_body(event)
+        except ClaudeError as exc:
+            result: dict[str, Any] = {
+                "statusCode": exc.status,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
+                "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
+                "isBase64Encoded": False,
+            }
+        else:
+            result = app.resolve(event, context)
+        return with_standard_headers(result, rid)
 
     return handler
+
+
+def check_body(event: dict[str, Any]) -> None:
+    """Refuse a malformed body before the router sees it, on every route (GETs included).
+
+    Powertools would answer a body that is not UTF-8 or nests thousands of levels deep with a
+    500; here every such body is the contract's 400. A base64 body (API Gateway sends one when
+    it is not text) is decoded in place, so the router reads the same text we checked.
+    """
+    body = event.get("body")
+    if not body:
+        return
+    raw: bytes | str = body
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(str(body), validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedRequest() from None
+    parse_json(raw)
+    if isinstance(raw, bytes):
+        event["body"], event["isBase64Encoded"] = raw.decode("utf-8"), False
+
+
+def with_standard_headers(result: dict[str, Any], rid: str) -> dict[str, Any]:
+    """X-Request-Id on every response, and the JSON headers on every JSON one, whoever built it."""
+    single: dict[str, Any] = dict(result.get("headers") or {})
+    multi: dict[str, list[Any]] = result.get("multiValueHeaders") or {}
+    names = {k.lower() for k in (*single, *multi)}
+    content_type = next(
+        (str(v) for k, v in single.items() if k.lower() == "content-type"),
+        next((str(v[0]) for k, v in multi.items() if k.lower() == "content-type" and v), ""),
+    )
+    wanted = {"X-Request-Id": rid, **(JSON_HEADERS if content_type.startswith("application/json") else {})}
+    single.update({k: v for k, v in wanted.items() if k.lower() not in names})
+    result["headers"] = single
+    return result
 
 
 def error_body(exc: ClaudeError, rid: str) -> dict[str, Any]:
@@ -91,7 +151,7 @@ def error_body(exc: ClaudeError, rid: str) -> dict[str, Any]:
 
 
 def error_headers(exc: ClaudeError, rid: str) -> dict[str, str]:
-    headers = {"X-Request-Id": rid}
+    headers = {"X-Request-Id": rid, **JSON_HEADERS}
     if exc.retry_after is not None and exc.status in (429, 503, 504):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return headers
@@ -113,9 +173,15 @@ def validation_error(errors: list[Any]) -> InvalidRequest:
         return MalformedRequest()
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = ".".join(_location(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return InvalidRequest("; ".join(parts))
+
+
+def _location(part: object) -> str:
+    """A field name or index as is; an unknown key the caller made up is not echoed back."""
+    text = str(part)
+    return text if _FIELD.fullmatch(text) else "<unknown key>"
 
 
 def create_app() -> APIGatewayRestResolver:

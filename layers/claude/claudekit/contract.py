@@ -1,17 +1,83 @@
 """The public HTTP contract's bodies (DESIGN.md): what callers send and what they get back.
 
-Unknown fields are rejected so a typo never silently changes behaviour. Text length is
-not capped here: the client enforces MAX_INPUT_CHARS and answers 413, not 422.
+Unknown fields are rejected so a typo never silently changes behaviour. Every string a caller
+sends is `Text`: Unicode scalar values only, no control characters but tab and line breaks,
+never blank. Long free text (prompt, system, text, job input) is not capped here: the client
+enforces MAX_INPUT_CHARS and answers 413, not 422. Short fields carry their own caps.
+
+A body is parsed by `parse_json` before any model sees it, so every malformed body (not UTF-8,
+not JSON, NaN, nested deeper than any valid body) is one 400 on every route, REST and stream.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+
+from claudekit.errors import MalformedRequest
 
 GenerateTask = Literal["generate", "analyze", "reason", "summarize", "extract"]
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+# C0 controls but tab, LF and CR; DEL and the C1 controls; UTF-16 surrogates, which JSON's \u
+# escapes can carry alone but no encoder can send. CR stays allowed: browsers and Windows
+# clients send CRLF line breaks, and it is harmless in a prompt.
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# The deepest valid body is {"items": [{"input": ...}]}; anything far deeper is an attack.
+MAX_JSON_DEPTH = 16
+
+
+def check_text(value: object) -> object:
+    """Reject what cannot be sent upstream or is empty; non-strings fall through to the type check."""
+    if isinstance(value, str):
+        if _NOT_TEXT.search(value):
+            raise ValueError("must be text: no control characters (except tab and line breaks), no lone surrogates")
+        if not value.strip():
+            raise ValueError("must not be blank")
+    return value
+
+
+# The one string type of every request field (routes and job items alike).
+Text = Annotated[str, StringConstraints(min_length=1), BeforeValidator(check_text)]
+# Capped fields: the constraints sit inside the validator, so they apply to the checked string.
+Label = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), BeforeValidator(check_text)]
+Topic = Annotated[str, StringConstraints(max_length=500), BeforeValidator(check_text)]
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """A request body as JSON, or MalformedRequest: not UTF-8, not JSON, NaN/Infinity, too deep."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedRequest("body is not UTF-8") from None
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise MalformedRequest("body is nested too deeply") from None
+    except ValueError:  # JSONDecodeError, and the constants refused below
+        raise MalformedRequest() from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise MalformedRequest("body is nested too deeply")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 class Body(BaseModel):
@@ -19,21 +85,14 @@ class Body(BaseModel):
 
 
 class GenerateBody(Body):
-    prompt: str = Field(min_length=1)
-    system: str | None = None
+    prompt: Text
+    system: Text | None = None
     max_tokens: int | None = Field(None, ge=1)
     task: GenerateTask = "generate"
 
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
-
 
 class ClassifyBody(Body):
-    text: str = Field(min_length=1)
+    text: Text
     labels: list[Label] = Field(min_length=2, max_length=50)
 
     @field_validator("labels")
@@ -45,7 +104,7 @@ class ClassifyBody(Body):
 
 
 class IdeasBody(Body):
-    topic: str = Field(min_length=1, max_length=500)
+    topic: Topic
     count: int = Field(3, ge=1, le=10)
 
 

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     # Per-user limits
     rate_limit_per_minute: int = Field(20, ge=0)
     daily_budget_usd: float = Field(1.0, ge=0)
+    # Jobs one user may have queued or running at once (the queue is shared: nobody fills it alone).
+    max_jobs_in_flight: int = Field(1000, ge=1)
 
     # Resources
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from claudekit.client import ClaudeResult
-from claudekit.contract import Body, GenerateTask
+from claudekit.contract import Body, GenerateTask, Text
 from claudekit.errors import (
     ClaudeError,
 )
@@ -37,14 +37,7 @@ class JobItem(Body):
     """One item of POST /jobs: a text task and its input."""
 
     task: GenerateTask
-    input: str = Field(min_length=1)
-
-    @field_validator("input")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    input: Text
 
 
 class JobsBody(Body):
@@ -62,7 +55,7 @@ class JobMessage(BaseModel):
     job_id: str = Field(min_length=1, max_length=64)
     user: str = Field(min_length=1)
     task: GenerateTask
-    input: str = Field(min_length=1)
+    input: Text  # checked again here: a message that did not come through submit never reaches Claude
     # Times this message was re-sent because the job could not start (rate limit, deadline).
     deferrals: int = Field(0, ge=0)
     # Times the job was re-scheduled to wait out an upstream outage (each a fresh message, so the

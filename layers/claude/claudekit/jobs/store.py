@@ -1,4 +1,11 @@
-"""The job records in the state table (conditional status moves), and the AWS clients jobs use."""
+"""The job records in the state table (conditional status moves), and the AWS clients jobs use.
+
+Each owner's jobs in flight (queued or running) are counted in one item, `inflight#<user>`, so
+nobody fills the shared queue alone. The count is exact under concurrency: `create` adds a
+submission's jobs with a conditional update (refused whole past the cap), and every move into
+or out of flight changes the count in the same transaction as the job's status, so a job that
+ends (succeeded, failed, failed on its way to the DLQ) always leaves the count, exactly once.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from claudekit.jobs.models import now_iso
 from claudekit.settings import Settings
-from claudekit.telemetry import logger
+from claudekit.telemetry import hash_user, logger
 
 # Attribute names that are reserved words in DynamoDB expressions.
 _NAMES = {"#s": "status", "#r": "result", "#e": "error", "#m": "mode"}
@@ -35,6 +42,15 @@ def job_key(job_id: str) -> dict[str, str]:
     return {"id": f"job#{job_id}"}
 
 
+def in_flight_key(owner: str) -> dict[str, str]:
+    return {"id": f"inflight#{hash_user(owner)}"}
+
+
+# The statuses that count against the owner's cap.
+IN_FLIGHT = ("queued", "running")
+_IN_FLIGHT_VALUES = {":q_in": "queued", ":r_in": "running"}
+
+
 # ---- the job records ----------------------------------------------------------------------
 
 
@@ -54,35 +70,50 @@ class JobStore:
                 self._client = boto3.client("dynamodb")  # type: ignore[call-overload]
             return self._client
 
-    def create(self, records: list[dict[str, Any]]) -> None:
-        """All records or none: one transaction (DynamoDB allows 100 items, our maximum)."""
-        self.client.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": _to_ddb(r),
-                        "ConditionExpression": "attribute_not_exists(id)",
+    def create(self, records: list[dict[str, Any]], *, owner: str, cap: int) -> bool:
+        """Count the jobs in flight for `owner`, then write every record; False (nothing written)
+        when that would put more than `cap` of the owner's jobs in flight.
+
+        The records are one transaction (DynamoDB allows 100 items, our maximum), so the count
+        cannot share it; a failed write gives the count back.
+        """
+        if not self._add_in_flight(owner, len(records), cap):
+            return False
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": _to_ddb(r),
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
                     }
-                }
-                for r in records
-            ]
-        )
+                    for r in records
+                ]
+            )
+        except Exception:
+            self._add_in_flight(owner, -len(records), None)
+            raise
+        return True
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        item = self.client.get_item(TableName=self.table_name, Key=_to_ddb(job_key(job_id)), ConsistentRead=True)
-        return _from_ddb(item["Item"]) if "Item" in item else None
+    def in_flight(self, owner: str) -> int:
+        item = self.client.get_item(TableName=self.table_name, Key=_to_ddb(in_flight_key(owner)), ConsistentRead=True)
+        return int(_from_ddb(item["Item"]).get("jobs", 0)) if "Item" in item else 0
 
-    def _update(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
-        """One conditional update; False when the condition does not hold (someone got there first)."""
+    def _add_in_flight(self, owner: str, count: int, cap: int | None) -> bool:
+        """One conditional ADD: never past `cap` (None: no cap, for giving jobs back)."""
+        if cap is not None and count > cap:
+            return False
+        condition = {} if cap is None else {"ConditionExpression": "attribute_not_exists(jobs) OR jobs <= :room"}
+        values = {":n": count, **({} if cap is None else {":room": cap - count})}
         try:
             self.client.update_item(
                 TableName=self.table_name,
-                Key=_to_ddb(job_key(job_id)),
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={k: v for k, v in _NAMES.items() if k in f"{expression} {condition}"},
-                ExpressionAttributeValues=_to_ddb({":now": now_iso(), **values}),
+                Key=_to_ddb(in_flight_key(owner)),
+                UpdateExpression="ADD jobs :n",
+                ExpressionAttributeValues=_to_ddb(values),
+                **condition,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -90,19 +121,85 @@ class JobStore:
             raise
         return True
 
-    def to_running(self, job_id: str, message_id: str) -> bool:
-        """queued | running (a crashed attempt) | failed (a redrive) -> running; never from succeeded."""
-        return self._update(
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        item = self.client.get_item(TableName=self.table_name, Key=_to_ddb(job_key(job_id)), ConsistentRead=True)
+        return _from_ddb(item["Item"]) if "Item" in item else None
+
+    def _update_item(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "TableName": self.table_name,
+            "Key": _to_ddb(job_key(job_id)),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {k: v for k, v in _NAMES.items() if k in f"{expression} {condition}"},
+            "ExpressionAttributeValues": _to_ddb({":now": now_iso(), **values}),
+        }
+
+    def _update(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
+        """One conditional update; False when the condition does not hold (someone got there first)."""
+        try:
+            self.client.update_item(**self._update_item(job_id, expression, condition, values))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _update_counted(
+        self, job_id: str, expression: str, condition: str, values: dict[str, Any], *, leaving: bool
+    ) -> bool:
+        """The update plus the owner's in-flight count (-1 leaving flight, +1 entering), in one
+        transaction that holds only if the job really crosses (from in flight when leaving, from
+        failed when entering). False when the job is not there or has not that status."""
+        record = self.get(job_id)
+        if record is None or "owner" not in record:
+            return False
+        crossing = "#s IN (:q_in, :r_in)" if leaving else "#s = :f_out"
+        job = self._update_item(
             job_id,
-            "SET #s = :running, updated_at = :now, started_at = :now, message_id = :mid "
-            "ADD attempts :one REMOVE failed_message_id",
-            "attribute_exists(id) AND #s <> :ok",
-            {":running": "running", ":ok": "succeeded", ":mid": message_id, ":one": 1},
+            expression,
+            f"({condition}) AND {crossing}",
+            {**values, **(_IN_FLIGHT_VALUES if leaving else {":f_out": "failed"})},
         )
+        job["ExpressionAttributeNames"]["#s"] = "status"
+        counter = {
+            "TableName": self.table_name,
+            "Key": _to_ddb(in_flight_key(str(record["owner"]))),
+            "UpdateExpression": "ADD jobs :n",
+            "ExpressionAttributeValues": _to_ddb({":n": -1 if leaving else 1}),
+        }
+        try:
+            self.client.transact_write_items(TransactItems=[{"Update": job}, {"Update": counter}])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def _finish(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
+        """A move to succeeded or failed: from queued or running it leaves flight (counted);
+        from failed (a late result, a second failure) the count has already been given back."""
+        return self._update_counted(job_id, expression, condition, values, leaving=True) or self._update(
+            job_id, expression, f"({condition}) AND NOT #s IN (:q_in, :r_in)", {**values, **_IN_FLIGHT_VALUES}
+        )
+
+    def to_running(self, job_id: str, message_id: str) -> bool:
+        """queued | running (a crashed attempt) | failed (a redrive) -> running; never from succeeded.
+
+        A redriven job enters flight again, so that move is counted."""
+        expression = (
+            "SET #s = :running, updated_at = :now, started_at = :now, message_id = :mid "
+            "ADD attempts :one REMOVE failed_message_id"
+        )
+        values = {":running": "running", ":ok": "succeeded", ":mid": message_id, ":one": 1}
+        condition = "attribute_exists(id) AND #s <> :ok"
+        return self._update(
+            job_id, expression, f"{condition} AND #s IN (:q_in, :r_in)", {**values, **_IN_FLIGHT_VALUES}
+        ) or self._update_counted(job_id, expression, condition, values, leaving=False)
 
     def to_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
         """-> succeeded. A real result wins over any earlier state except another success."""
-        return self._update(
+        return self._finish(
             job_id,
             "SET #s = :ok, updated_at = :now, finished_at = :now, #r = :result REMOVE #e, failed_message_id",
             "attribute_exists(id) AND #s <> :ok",
@@ -122,7 +219,7 @@ class JobStore:
         if message_id is not None:
             expression += ", failed_message_id = :mid"
             values[":mid"] = message_id
-        return self._update(job_id, expression, condition, values)
+        return self._finish(job_id, expression, condition, values)
 
     def to_batch_running(self, job_ids: list[str], batch_id: str) -> bool:
         """queued -> running with the batch id, all in one transaction (False if any was not queued)."""
@@ -160,7 +257,7 @@ class JobStore:
 
         True only for the one writer that moved it; whoever gets True settles the job's reservation.
         """
-        values: dict[str, Any] = {":queued": "queued", ":running": "running", ":b": batch_id, ":batch": "batch"}
+        values: dict[str, Any] = {":b": batch_id, ":batch": "batch"}
         finished = "updated_at = :now, finished_at = :now, batch_id = :b"
         if result is not None:
             expression = f"SET #s = :ok, #r = :result, {finished} REMOVE #e"
@@ -168,7 +265,7 @@ class JobStore:
         else:
             expression = f"SET #s = :failed, #e = :error, {finished}"
             values.update({":failed": "failed", ":error": error or {"code": "INTERNAL_ERROR", "message": ""}})
-        return self._update(job_id, expression, "#s IN (:queued, :running) AND #m = :batch", values)
+        return self._update_counted(job_id, expression, "#m = :batch", values, leaving=True)
 
     def to_queued(self, job_id: str, error: dict[str, str]) -> bool:
         """running -> queued after a transient failure; the last error stays visible meanwhile."""

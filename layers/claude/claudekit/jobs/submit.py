@@ -20,6 +20,7 @@ from claudekit.errors import (
     InputTooLarge,
     InternalError,
     NotFound,
+    RateLimited,
 )
 from claudekit.jobs.models import (
     BATCH_FEATURE,
@@ -36,11 +37,20 @@ from claudekit.jobs.models import (
     error_of,
     now_iso,
 )
-from claudekit.jobs.store import _aws, job_key, public_view, store_for
+from claudekit.jobs.store import JobStore, _aws, job_key, public_view, store_for
 from claudekit.settings import Settings, get_settings
 from claudekit.telemetry import hash_user, logger
 
 # ---- POST /jobs and GET /jobs/{id} ----------------------------------------------------------
+
+
+# When a caller refused for having too many jobs in flight should look again: jobs take seconds
+# to minutes, and nothing tells us which of theirs ends first.
+IN_FLIGHT_RETRY_SECONDS = 60
+
+
+class TooManyJobsInFlight(RateLimited):
+    """The owner's jobs in flight (queued or running) would pass MAX_JOBS_IN_FLIGHT."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,9 @@ def submit(
 ) -> list[Submitted]:
     """Validate every item, record every job, then enqueue them; all checks happen before any write.
 
+    A submission counts as one request against the owner's per-minute rate limit (batch mode
+    counts it when reserving the budget), and is refused whole (TooManyJobsInFlight, 429) if it
+    would put more than MAX_JOBS_IN_FLIGHT of the owner's jobs in flight.
     Realtime jobs whose message could not be sent (after retries) are marked failed, never left
     queued. Raises InternalError when not a single job could be queued. Batch mode: `submit_batch`.
     """
@@ -88,9 +101,12 @@ def submit(
         if len(message.to_json().encode()) > MAX_SQS_PAYLOAD_BYTES:
             raise InputTooLarge(f"items.{index}.input is too large for a job message")
         messages.append(message)
+    # After every check of the input (bad input never counts), the rate limit only: each job
+    # reserves its budget when it runs.
+    client().ledger.admit(owner, Decimal(0))
     records = [_record(m.job_id, owner, m.task, m.input, "realtime", now, options) for m in messages]
     store = store_for(settings)
-    store.create(records)
+    create(store, records, owner, settings)
     unsent = _send_all(sqs or _aws("sqs"), settings.jobs_queue_url, messages)
     for job_id in unsent:
         store.to_failed(
@@ -106,6 +122,18 @@ def submit(
         extra={"user": hash_user(owner), "jobs": len(messages), "unsent": len(unsent)},
     )
     return [Submitted(m.job_id, "failed" if m.job_id in unsent else "queued") for m in messages]
+
+
+def create(store: JobStore, records: list[dict[str, Any]], owner: str, settings: Settings) -> None:
+    """Record the jobs, or refuse them all when they would pass the owner's in-flight cap."""
+    if not store.create(records, owner=owner, cap=settings.max_jobs_in_flight):
+        in_flight = store.in_flight(owner)
+        logger.info("jobs refused: too many in flight", extra={"user": hash_user(owner), "jobs": len(records)})
+        raise TooManyJobsInFlight(
+            f"{in_flight} of your jobs are queued or running and this submission adds {len(records)}; "
+            f"at most {settings.max_jobs_in_flight} may be in flight: wait for some to finish",
+            retry_after=IN_FLIGHT_RETRY_SECONDS,
+        )
 
 
 def _record(
@@ -172,7 +200,7 @@ def submit_batch(
     ]
     store = store_for(settings)
     try:
-        store.create(records)
+        create(store, records, owner, settings)
     except Exception:
         client.ledger.release(reservation)
         raise
