@@ -14,6 +14,7 @@ import re
 import threading
 import urllib.request
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,34 @@ def _atomic_dynamodb_writes() -> None:
         setattr(DynamoDBBackend, name, locked)
 
 
+def _exact_dynamodb_numbers() -> None:
+    """Make moto's ADD and SET arithmetic exact on every number DynamoDB accepts.
+
+    Moto parses a stored number with int() unless it contains a '.', so a sum it stored itself in
+    exponent form ('0E-7', after a reservation is given back to exactly zero) breaks the next ADD on
+    that item: the user's next request would fail locally, never deployed. Decimal arithmetic with a
+    plain-notation result is what DynamoDB does.
+    """
+    from moto.dynamodb.models.dynamo_type import DDBType, DynamoType
+
+    if getattr(DynamoType.__add__, "_exact", False):
+        return
+
+    def arithmetic(sign: int) -> Any:
+        def operate(self: Any, other: Any) -> Any:
+            if self.type != other.type or not self.is_number():
+                return (original_add if sign > 0 else original_sub)(self, other)
+            total = Decimal(self.value) + sign * Decimal(other.value)
+            return DynamoType({DDBType.NUMBER: format(total.normalize(), "f")})
+
+        operate._exact = True  # type: ignore[attr-defined]
+        return operate
+
+    original_add, original_sub = DynamoType.__add__, DynamoType.__sub__
+    DynamoType.__add__ = arithmetic(1)  # type: ignore[method-assign]
+    DynamoType.__sub__ = arithmetic(-1)  # type: ignore[method-assign]
+
+
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     return dict(load_yaml(path.read_text()))
 
@@ -96,6 +125,7 @@ def start(
     os.environ.update({k: os.environ.get(k, v) for k, v in FAKE_CREDENTIALS.items()})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     _atomic_dynamodb_writes()
+    _exact_dynamodb_numbers()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound_port = server.get_host_and_port()

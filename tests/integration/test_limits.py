@@ -57,3 +57,16 @@ def test_zero_budget_refuses_everything(make_client: Any, sim: Simulator, budget
     client: ClaudeClient = make_client(daily_budget_usd=budget)
     assert ask(client, "broke") == "BUDGET_EXCEEDED"
     assert sim.message_requests() == []
+
+
+def test_a_reservation_given_back_to_exactly_zero_leaves_the_next_request_admitted(
+    make_client: Any, sim: Simulator
+) -> None:
+    """Exact cost arithmetic can bring the committed sum back to zero in exponent form (0E-7):
+    the next admission on that item must still work (moto once choked on it; DynamoDB never did)."""
+    client: ClaudeClient = make_client(daily_budget_usd=1.0)
+    user = "back-to-zero"
+    reservation = client.ledger.admit(user, Decimal("0.0001234"))
+    client.ledger.release(reservation)
+    assert client.ledger.report(user)["remaining"]["budget_usd"] == pytest.approx(1.0)
+    assert ask(client, user) == "ok"

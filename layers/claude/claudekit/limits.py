@@ -40,18 +40,6 @@ FEATURE_PREFIX = "f#"
 FEATURE_COUNTERS = ("requests", "cost_usd", "without_caching_usd", "without_routing_usd")
 
 
-def _n(value: Decimal) -> Decimal:
-    """A Decimal for an ADD. moto (not DynamoDB) mis-reads exponent forms without a '.' (0E-7,
-    1E-8), which exact cost arithmetic produces: write zero plainly and give the rest a '.'."""
-    if value == 0:
-        return Decimal(0)
-    text = str(value)
-    if "E" in text and "." not in text:
-        mantissa, exponent = text.split("E")
-        return Decimal(f"{mantissa}.0E{exponent}")
-    return value
-
-
 def _number(value: Any) -> int | float:
     number = Decimal(str(value))
     return int(number) if number == number.to_integral_value() else float(number)
@@ -123,7 +111,7 @@ class Ledger:
             "UpdateExpression": "ADD committed_usd :est SET expiration = :exp",
             "ConditionExpression": "attribute_not_exists(committed_usd) OR committed_usd <= :limit",
             "ExpressionAttributeValues": {
-                ":est": _n(estimate_usd),
+                ":est": estimate_usd,
                 ":limit": limit,
                 ":exp": int(now) + 2 * DAY_SECONDS,
             },
@@ -155,16 +143,13 @@ class Ledger:
         }
         per_feature = {f"{FEATURE_PREFIX}{feature}#{name}": counters[name] for name in FEATURE_COUNTERS}
         names = {f"#n{i}": name for i, name in enumerate([*counters, *per_feature])}
-        values = {
-            f":v{i}": _n(value) if isinstance(value, Decimal) else value
-            for i, value in enumerate([*counters.values(), *per_feature.values()])
-        }
+        values = {f":v{i}": value for i, value in enumerate([*counters.values(), *per_feature.values()])}
         adds = ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True))
         self._table.update_item(
             Key={"id": f"usage#{reservation.user_key}#{reservation.day}"},
             UpdateExpression=f"ADD committed_usd :delta, {adds}",
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues={":delta": _n(costs.actual - reservation.amount), **values},
+            ExpressionAttributeValues={":delta": costs.actual - reservation.amount, **values},
         )
 
     def release(self, reservation: Reservation) -> None:
@@ -172,7 +157,7 @@ class Ledger:
         self._table.update_item(
             Key={"id": f"usage#{reservation.user_key}#{reservation.day}"},
             UpdateExpression="ADD committed_usd :delta",
-            ExpressionAttributeValues={":delta": _n(-reservation.amount)},
+            ExpressionAttributeValues={":delta": -reservation.amount},
         )
 
     def report(self, user_id: str, now: float | None = None) -> dict[str, Any]:
