@@ -356,7 +356,7 @@ def test_a_batch_over_the_budget_is_refused_before_anything_happens(
     status, body = post_jobs(user, [{"task": "reason", "input": f"Why {i}?"} for i in range(30)], mode="batch")
 
     assert status == 422 and body["error"]["code"] == "COST_EXCEEDS_BUDGET"
-    assert "lower the input size" in body["error"]["message"]
+    assert "lower the number or size of the items" in body["error"]["message"]
     assert jobs_of(user) == [] and batch_creates(sim) == 0
     assert get_client().ledger.report(user)["remaining"]["budget_usd"] == pytest.approx(0.01)
 

@@ -189,7 +189,7 @@ def submit_batch(
         shares.append(worst)
     models = [str(r["params"]["model"]) for r in requests]
     sdk_requests: Any = requests  # the SDK's TypedDicts, built from plain dicts
-    reservation = client.ledger.admit(owner, sum(shares, Decimal(0)))
+    reservation = client.ledger.admit(owner, sum(shares, Decimal(0)), lower="the number or size of the items")
     records = [
         {
             **_record(job_id, owner, item.task, item.input, "batch", now, options),
