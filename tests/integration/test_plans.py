@@ -65,7 +65,7 @@ def test_twelve_concurrent_free_requests_admit_exactly_the_plan_while_pro_is_una
     assert free_outcomes.count("RATE_LIMITED") == 7
     assert pro_outcomes == ["ok"] * 12
     assert len(sim.message_requests()) == 17
-    with limits_of(("free",)):
+    with limits.request(("free",)):
         report = client.ledger.report(free)
     assert report["plan"] == "free" and report["requests"] == 5
     assert report["limits"] == {"requests_per_minute": 5, "daily_budget_usd": 0.5}
@@ -82,7 +82,7 @@ def test_users_in_no_plan_group_get_the_default_plan_from_the_two_settings(make_
 
 def test_a_user_in_several_plan_groups_gets_the_last_plan_listed(make_client: Any, sim: Simulator) -> None:
     client: ClaudeClient = make_client(plans=PLANS)
-    with limits_of(("pro", "free")):
+    with limits.request(("pro", "free")):
         assert client.ledger.report(fresh("both"))["plan"] == "pro"
 
 
@@ -94,26 +94,12 @@ def test_a_per_user_override_item_replaces_the_plan_or_its_numbers(make_client: 
 
     assert [ask(client, upgraded, ("free",)) for _ in range(6)] == ["ok"] * 6
     assert [ask(client, capped, ("free",)) for _ in range(2)] == ["ok", "RATE_LIMITED"]
-    with limits_of(("free",)):
+    with limits.request(("free",)):
         report = client.ledger.report(capped)
     assert report["plan"] == "free" and report["plan_overridden"] is True
     assert report["limits"] == {"requests_per_minute": 1, "daily_budget_usd": 0.5}
     with pytest.raises(ValueError, match="no plan"):
         client.ledger.set_override(capped, plan="platinum")
-
-
-class limits_of:
-    """Run the block as a caller in `groups` (what the adapter does per request)."""
-
-    def __init__(self, groups: tuple[str, ...]) -> None:
-        self.groups = groups
-
-    def __enter__(self) -> limits.Caller:
-        self.token = limits._caller.set(limits.Caller(frozenset(self.groups)))
-        return limits.current_caller() or limits.Caller()
-
-    def __exit__(self, *exc: object) -> None:
-        limits._caller.reset(self.token)
 
 
 # ---- per feature and per day -------------------------------------------------------------------

@@ -21,11 +21,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from claudekit import limits
 from claudekit.client import ClaudeResult, get_client
 from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, Forbidden, InvalidRequest, MalformedRequest, NotFound, Unauthorized
-from claudekit.limits import begin_request, parse_groups
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger, tracer
 
@@ -54,7 +54,7 @@ def require_group(app: APIGatewayRestResolver, group: str) -> None:
     """403 unless the caller's Cognito groups (the `cognito:groups` claim) include `group`."""
     caller(app)
     claims = app.current_event.request_context.authorizer.claims or {}
-    if group not in parse_groups(claims.get("cognito:groups")):
+    if group not in limits.parse_groups(claims.get("cognito:groups")):
         raise Forbidden()
 
 
@@ -104,18 +104,18 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
             event[key] = headers
         rid = str((event.get("requestContext") or {}).get("requestId") or "")
         claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
-        admitted = begin_request(parse_groups(claims.get("cognito:groups")))
-        try:
-            check_body(event)
-        except ClaudeError as exc:
-            result: dict[str, Any] = {
-                "statusCode": exc.status,
-                "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
-                "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
-                "isBase64Encoded": False,
-            }
-        else:
-            result = app.resolve(event, context)
+        with limits.request(limits.parse_groups(claims.get("cognito:groups"))) as admitted:
+            try:
+                check_body(event)
+            except ClaudeError as exc:
+                result: dict[str, Any] = {
+                    "statusCode": exc.status,
+                    "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
+                    "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
+                    "isBase64Encoded": False,
+                }
+            else:
+                result = app.resolve(event, context)
         # The caller's request window as its admission left it, on successes and refusals alike.
         result["headers"] = {**(result.get("headers") or {}), **admitted.headers()}
         return with_standard_headers(result, rid)

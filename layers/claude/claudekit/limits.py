@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,7 +25,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
-from claudekit.telemetry import hash_user
+from claudekit.telemetry import hash_user, logger
 from claudekit.usage import Usage
 
 DAY_SECONDS = 86_400
@@ -116,11 +117,16 @@ class Caller:
 _caller: ContextVar[Caller | None] = ContextVar("claudekit_caller", default=None)
 
 
-def begin_request(groups: Iterable[str] = ()) -> Caller:
-    """Start a request's caller in the current context and return it (to read its headers later)."""
+@contextmanager
+def request(groups: Iterable[str] = ()) -> Iterator[Caller]:
+    """One request's caller in the current context (to read its headers after the handler ran);
+    the context forgets it afterwards, so nothing admitted later is mistaken for this request."""
     caller = Caller(frozenset(groups))
-    _caller.set(caller)
-    return caller
+    token = _caller.set(caller)
+    try:
+        yield caller
+    finally:
+        _caller.reset(token)
 
 
 def bind(caller: Caller, run: Callable[[], T]) -> Callable[[], T]:
@@ -291,9 +297,12 @@ class Ledger:
                 },
             )
         except ClientError as exc:
-            self._table.update_item(
-                Key=rate_key, UpdateExpression="ADD requests :minus", ExpressionAttributeValues={":minus": -1}
-            )
+            try:
+                self._table.update_item(
+                    Key=rate_key, UpdateExpression="ADD requests :minus", ExpressionAttributeValues={":minus": -1}
+                )
+            except ClientError:  # the window expires within two minutes anyway; refuse as we would have
+                logger.warning("minute window not given back after a budget refusal", extra={"user": user_key})
             self._record(
                 caller, LimitState(plan.requests_per_minute, max(0, plan.requests_per_minute - used + 1), reset)
             )
