@@ -132,11 +132,14 @@ def test_an_earlier_day_reports_that_day_and_todays_remaining_budget(make_client
     reservation = client.ledger.admit(user, Decimal("0.01"), now=yesterday.timestamp())
     client.ledger.settle(reservation, _usage(10, 20), _costs("0.004"), feature="generate", model="m")
 
+    spent_today = client.ledger.admit(user, Decimal("0.25"))  # still reserved: counts against today
+
     past = client.ledger.report(user, day=yesterday.date())
     assert past["date"] == yesterday.date().isoformat() and past["cost_usd"] == 0.004
     assert past["features"]["generate"]["usage"]["output_tokens"] == 20
-    assert past["remaining"]["budget_usd"] == 1.0  # the budget is per day: today's is untouched
+    assert past["remaining"]["budget_usd"] == 0.75  # what remains is always today's
     assert client.ledger.report(user)["requests"] == 0
+    client.ledger.release(spent_today)
 
 
 # ---- the operator report -----------------------------------------------------------------------

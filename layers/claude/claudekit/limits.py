@@ -386,7 +386,10 @@ class Ledger:
         caller = current_caller()
         plan = self.plan_for(user_key, caller.groups if caller else (), now)
         item = self._table.get_item(Key={"id": f"usage#{user_key}#{wanted}"}).get("Item", {})
-        committed = Decimal(str(item.get("committed_usd", 0))) if wanted == today else Decimal(0)
+        todays = (
+            item if wanted == today else self._table.get_item(Key={"id": f"usage#{user_key}#{today}"}).get("Item", {})
+        )
+        committed = Decimal(str(todays.get("committed_usd", 0)))
         rate = self._table.get_item(Key={"id": f"rate#{user_key}#{int(now // 60)}"}).get("Item", {})
         used_this_minute = int(str(rate.get("requests", 0)))
         return {
