@@ -202,6 +202,8 @@ class ApiGatewayShim:
         user = headers.get("x-user-id") or DEFAULT_USER
         client = scope.get("client") or ("127.0.0.1", 0)
         context = request_context(route, method, path, user, request_id, str(client[0]))
+        if headers.get("x-user-groups"):  # stands in for the Cognito groups claim (plans, admin)
+            context["authorizer"]["claims"]["cognito:groups"] = headers["x-user-groups"]
 
         body = await _read_body(receive)
         if body is None:  # deployed, the REQUEST_TOO_LARGE gateway response says the same

@@ -35,6 +35,9 @@ SIM_KEY = "sk-local-simulator"
 PARAMETER_ENV = {
     "RateLimitPerMinute": "RATE_LIMIT_PER_MINUTE",
     "DailyBudgetUsd": "DAILY_BUDGET_USD",
+    "Plans": "PLANS",
+    "AdminGroup": "ADMIN_GROUP",
+    "UsageRetentionDays": "USAGE_RETENTION_DAYS",
     "MaxJobsInFlight": "MAX_JOBS_IN_FLIGHT",
     "MaxTokensCeiling": "MAX_TOKENS_CEILING",
     "MaxInputChars": "MAX_INPUT_CHARS",

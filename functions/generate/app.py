@@ -1,12 +1,18 @@
-"""POST /generate (one completion) and GET /usage (this caller's usage and limits)."""
+"""POST /generate (one completion), GET /usage (this caller's usage, plan and limits) and
+GET /admin/usage (everyone's usage on a day, for the admin group)."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from claudekit import api, tasks
 from claudekit.client import get_client
 from claudekit.contract import GenerateBody, GenerateOut
+from claudekit.errors import InvalidRequest
+from claudekit.settings import get_settings
 
 app = api.create_app()
 
@@ -26,9 +32,27 @@ def generate(body: GenerateBody) -> Any:
     )
 
 
+def kept_day(day: date | None) -> date | None:
+    """A day whose usage is still kept (USAGE_RETENTION_DAYS), or None for today."""
+    if day is None:
+        return None
+    today = datetime.now(UTC).date()
+    kept = get_settings().usage_retention_days
+    if not today - timedelta(days=kept) <= day <= today:
+        raise InvalidRequest(f"date: usage is kept for the last {kept} days (UTC), today included")
+    return day
+
+
 @app.get("/usage")
-def usage() -> Any:
-    return api.respond(app, get_client().ledger.report(api.caller(app)))
+def usage(date: Annotated[date | None, Query()] = None) -> Any:
+    return api.respond(app, get_client().ledger.report(api.caller(app), day=kept_day(date)))
+
+
+@app.get("/admin/usage")
+def admin_usage(date: Annotated[date | None, Query()] = None) -> Any:
+    api.require_group(app, get_settings().admin_group)
+    day = kept_day(date) or datetime.now(UTC).date()
+    return api.respond(app, get_client().ledger.operator_report(day))
 
 
 handler = api.lambda_handler(app)

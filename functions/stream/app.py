@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from claudekit import api, tasks
+from claudekit import api, limits, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
 from claudekit.contract import GenerateBody, parse_json
 from claudekit.deadline import Deadline
@@ -81,6 +81,7 @@ class Invocation:
     request_id: str
     user_id: str | None
     deadline: Deadline
+    groups: tuple[str, ...] = ()
 
 
 def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
@@ -117,6 +118,7 @@ def invocation(headers: Mapping[str, str], margin: float, budget: float | None =
     return Invocation(
         request_id=str(request_id) if isinstance(request_id, str) and request_id else str(uuid.uuid4()),
         user_id=str(sub) if isinstance(sub, str) and sub else None,
+        groups=tuple(limits.parse_groups(claims.get("cognito:groups"))) if isinstance(claims, dict) else (),
         deadline=Deadline.for_request(
             _Remaining(remaining), request_time_ms=request_time_ms, budget=budget or remaining, margin=margin
         ),
@@ -258,14 +260,14 @@ class EventStream(Response):
     media_type = "text/event-stream"
     charset = "utf-8"
 
-    def __init__(self, pump: Pump, first: Item, request_id: str) -> None:
+    def __init__(self, pump: Pump, first: Item, request_id: str, headers: Mapping[str, str]) -> None:
         self.pump = pump
         self.first = first
         self.request_id = request_id
         self.status_code = 200
         self.background = None
         self._complete = False
-        self.init_headers({**SSE_HEADERS, "X-Request-Id": request_id})
+        self.init_headers({**SSE_HEADERS, **headers, "X-Request-Id": request_id})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -359,7 +361,9 @@ async def stream(request: Request) -> Response:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
 
     claude_request = tasks.generate_request(body, call.user_id, feature=FEATURE)
-    pump = Pump(lambda: client.stream(claude_request, call.deadline))
+    # The pump's thread admits as this caller (its plan), and leaves the limit state here.
+    admitted = limits.Caller(frozenset(call.groups))
+    pump = Pump(limits.bind(admitted, lambda: client.stream(claude_request, call.deadline)))
 
     first = await _first_item(pump, request.receive)
     if first is None:  # the caller left before the first byte
@@ -368,11 +372,13 @@ async def stream(request: Request) -> Response:
         return Response(status_code=499)
     if isinstance(first, BaseException):
         await pump.settled()
-        return error_response(as_claude_error(first, call.request_id), call.request_id)
+        refused = error_response(as_claude_error(first, call.request_id), call.request_id)
+        refused.headers.update(admitted.headers())
+        return refused
     if isinstance(first, _End):
         await pump.settled()
         return error_response(ClaudeError("the stream ended before it started"), call.request_id)
-    return EventStream(pump, first, call.request_id)
+    return EventStream(pump, first, call.request_id, admitted.headers())
 
 
 _warm = False

@@ -26,7 +26,8 @@ from tests.conftest import API_KEY
 EnvFor = Callable[[str], dict[str, str]]
 REST_CASES = [
     ("GenerateFunction", "generate.json", 200, {"text", "model", "stop_reason", "truncated", "usage", "cost_usd"}),
-    ("GenerateFunction", "usage.json", 200, {"requests", "usage", "cost_usd", "limits", "remaining"}),
+    ("GenerateFunction", "usage.json", 200, {"requests", "usage", "cost_usd", "plan", "limits", "remaining"}),
+    ("GenerateFunction", "admin-usage.json", 200, {"requests", "usage", "cost_usd", "features", "models", "top_users"}),
     ("ClassifyFunction", "classify.json", 200, {"label", "model", "usage", "cost_usd"}),
     ("IdeasFunction", "ideas.json", 200, {"ideas", "model", "usage", "cost_usd"}),
     ("JobsFunction", "jobs-post.json", 202, {"jobs"}),

@@ -31,6 +31,7 @@ E2E_KEY = "sk-e2e-secret-value"
 STACK_ENV = {
     "RATE_LIMIT_PER_MINUTE": "6",
     "DAILY_BUDGET_USD": "0.05",
+    "PLANS": '{"free": {"requests_per_minute": 2, "daily_budget_usd": 0.05}}',
     "MAX_JOBS_IN_FLIGHT": "3",
     "RETRY_BASE_DELAY_SECONDS": "0.02",
     "RETRY_MAX_DELAY_SECONDS": "0.1",
@@ -54,13 +55,21 @@ class StackClient:
     log: Path
 
     def call(
-        self, method: str, path: str, body: Any = None, user: str | None = None, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        user: str | None = None,
+        raw: bytes | None = None,
+        groups: str | None = None,
     ) -> Reply:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("content-type", "application/json")
         if user:
             request.add_header("X-User-Id", user)
+        if groups is not None:
+            request.add_header("X-User-Groups", groups)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, headers, payload = response.status, dict(response.headers), response.read()

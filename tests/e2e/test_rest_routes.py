@@ -83,6 +83,21 @@ def test_ideas_with_invalid_output_twice_is_upstream_error(stack: StackClient, s
     assert_error(reply, 502, "UPSTREAM_ERROR")
 
 
+def test_plans_ratelimit_headers_and_the_admin_route_through_the_shim(
+    stack: StackClient, sim: Simulator, user: str
+) -> None:
+    replies = [stack.call("POST", "/generate", {"prompt": "Hi"}, user, groups="free") for _ in range(3)]
+    assert [r.status for r in replies] == [200, 200, 429]
+    assert [r.headers["ratelimit-remaining"] for r in replies] == ["1", "0", "0"]
+    assert {r.headers["ratelimit-limit"] for r in replies} == {"2"}
+    assert replies[2].headers["retry-after"] == replies[2].headers["ratelimit-reset"]
+    assert stack.call("GET", "/usage", user=user, groups="free").body["plan"] == "free"
+
+    assert_error(stack.call("GET", "/admin/usage", user=user, groups="free"), 403, "FORBIDDEN")
+    report = stack.call("GET", "/admin/usage", user="operator-" + user, groups="admins")
+    assert report.status == 200 and report.body["features"]["generate"]["requests"] >= 2
+
+
 def test_usage_reports_what_was_spent(stack: StackClient, sim: Simulator, user: str) -> None:
     spent = stack.post("/generate", {"prompt": "Hello"}, user).body
     usage = stack.usage(user)

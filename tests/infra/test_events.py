@@ -20,6 +20,7 @@ API_EVENTS = {
     "jobs-post.json": ("POST", "/jobs"),
     "jobs-get.json": ("GET", "/jobs/{id}"),
     "usage.json": ("GET", "/usage"),
+    "admin-usage.json": ("GET", "/admin/usage"),
 }
 
 

@@ -22,6 +22,7 @@ CONTRACT_ROUTES = {
     ("POST", "/jobs"),
     ("GET", "/jobs/{id}"),
     ("GET", "/usage"),
+    ("GET", "/admin/usage"),
 }
 # Settings fields without a default: the functions fail at cold start without them.
 REQUIRED_ENV = {"CLAUDE_SECRET_ID", "TABLE_NAME"}
@@ -41,6 +42,9 @@ SETTINGS_ENV = {
     "CACHE_TTL",
     "RATE_LIMIT_PER_MINUTE",
     "DAILY_BUDGET_USD",
+    "PLANS",
+    "ADMIN_GROUP",
+    "USAGE_RETENTION_DAYS",
     "MAX_JOBS_IN_FLIGHT",
     "TABLE_NAME",
     "JOBS_QUEUE_URL",
@@ -434,6 +438,21 @@ def test_alarms_cover_api_lambda_and_app_metrics(resources: dict[str, Any]) -> N
         assert alarm["AlarmActions"] == {
             "Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
         }, name
+
+
+def test_cost_anomaly_alarm_watches_the_hourly_spend_band(resources: dict[str, Any]) -> None:
+    """Besides the fixed thresholds: spend per hour above the band CloudWatch learned (issue 14)."""
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    anomaly = [a for a in alarms if "ANOMALY_DETECTION_BAND" in json.dumps(a.get("Metrics", []))]
+    assert len(anomaly) == 1
+    alarm = anomaly[0]
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    band = metrics[alarm["ThresholdMetricId"]]
+    watched = metrics[band["Expression"].split("(")[1].split(",")[0].strip()]
+    assert watched["MetricStat"]["Metric"] == {"Namespace": "ClaudeKit", "MetricName": "CostUSD"}
+    assert watched["MetricStat"]["Period"] == 3600 and watched["MetricStat"]["Stat"] == "Sum"
+    assert alarm["ComparisonOperator"] == "GreaterThanUpperThreshold"
+    assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}
 
 
 def test_dashboard_shows_the_app_metrics(resources: dict[str, Any]) -> None:

@@ -26,6 +26,8 @@ CASES = [
             "without_caching_usd",
             "without_routing_usd",
             "features",
+            "plan",
+            "plan_overridden",
             "limits",
             "remaining",
         },

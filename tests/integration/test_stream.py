@@ -347,6 +347,23 @@ def test_rate_limit_is_429_with_retry_after(
     assert len(sim.message_requests()) == 1
 
 
+def test_ratelimit_headers_follow_the_plan_of_the_callers_group(
+    base_url: str, settings_env: dict[str, str], sim: Simulator, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLANS", json.dumps({"free": {"requests_per_minute": 2, "daily_budget_usd": 1}}))
+    reset_client()
+    context = json.loads(request_context(user, f"req-{uuid.uuid4().hex}"))
+    context["authorizer"]["claims"]["cognito:groups"] = "free"
+    as_free = {"x-amzn-request-context": json.dumps(context)}
+
+    replies = [post_stream(base_url, body(), None, headers=as_free) for _ in range(3)]
+
+    assert [r.status for r in replies] == [200, 200, 429]
+    assert [r.headers["ratelimit-remaining"] for r in replies] == ["1", "0", "0"]
+    assert {r.headers["ratelimit-limit"] for r in replies} == {"2"}
+    assert replies[2].headers["retry-after"] == replies[2].headers["ratelimit-reset"]
+
+
 def test_the_lambda_deadline_from_the_adapter_is_honoured(
     base_url: str, settings_env: dict[str, str], sim: Simulator, user: str
 ) -> None:

@@ -21,10 +21,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from claudekit import limits
 from claudekit.client import ClaudeResult, get_client
 from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
-from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound, Unauthorized
+from claudekit.errors import ClaudeError, Forbidden, InvalidRequest, MalformedRequest, NotFound, Unauthorized
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger, tracer
 
@@ -47,6 +48,14 @@ def caller(app: APIGatewayRestResolver) -> str:
     if not sub:
         raise Unauthorized()
     return str(sub)
+
+
+def require_group(app: APIGatewayRestResolver, group: str) -> None:
+    """403 unless the caller's Cognito groups (the `cognito:groups` claim) include `group`."""
+    caller(app)
+    claims = app.current_event.request_context.authorizer.claims or {}
+    if group not in limits.parse_groups(claims.get("cognito:groups")):
+        raise Forbidden()
 
 
 def deadline(app: APIGatewayRestResolver) -> Deadline:
@@ -94,17 +103,21 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
             headers["content-type"] = "application/json" if key == "headers" else ["application/json"]
             event[key] = headers
         rid = str((event.get("requestContext") or {}).get("requestId") or "")
-        try:
-            check_body(event)
-        except ClaudeError as exc:
-            result: dict[str, Any] = {
-                "statusCode": exc.status,
-                "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
-                "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
-                "isBase64Encoded": False,
-            }
-        else:
-            result = app.resolve(event, context)
+        claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
+        with limits.request(limits.parse_groups(claims.get("cognito:groups"))) as admitted:
+            try:
+                check_body(event)
+            except ClaudeError as exc:
+                result: dict[str, Any] = {
+                    "statusCode": exc.status,
+                    "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
+                    "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
+                    "isBase64Encoded": False,
+                }
+            else:
+                result = app.resolve(event, context)
+        # The caller's request window as its admission left it, on successes and refusals alike.
+        result["headers"] = {**(result.get("headers") or {}), **admitted.headers()}
         return with_standard_headers(result, rid)
 
     return handler

@@ -150,6 +150,8 @@ class ClaudeClient:
             settings.table_name,
             rate_per_minute=settings.rate_limit_per_minute,
             daily_budget_usd=settings.daily_budget_usd,
+            plans={name: plan.model_dump() for name, plan in settings.plans.items()},
+            retention_days=settings.usage_retention_days,
         )
         self._breaker_store = CircuitBreakerDynamoDBPersistence(table_name=settings.table_name)
         self._breaker_config = CircuitBreakerConfig(
@@ -622,7 +624,7 @@ class ClaudeClient:
                 stop=stop_after_attempt(SETTLE_ATTEMPTS), wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True
             ):
                 with attempt:
-                    self.ledger.settle(reservation, u, costs, feature=request.feature)
+                    self.ledger.settle(reservation, u, costs, feature=request.feature, model=result.model)
         except Exception as exc:
             logger.error(
                 "usage not recorded; reconcile it",

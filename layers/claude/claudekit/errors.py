@@ -70,6 +70,14 @@ class Unauthorized(ClaudeError):
     default_message = "authentication required"
 
 
+class Forbidden(ClaudeError):
+    """An authenticated caller asked for what its groups do not allow (the operator report)."""
+
+    code = "FORBIDDEN"
+    status = 403
+    default_message = "not allowed"
+
+
 class NotFound(ClaudeError):
     code = "NOT_FOUND"
     status = 404

@@ -1,27 +1,43 @@
-"""Per-user rate limits and daily cost budgets, enforced atomically in DynamoDB.
+"""Per-user rate limits and daily cost budgets by plan, enforced atomically in DynamoDB.
 
 Concurrency is the hard part: ten requests racing against the last dollar must not
 all pass. Each call therefore *reserves* its worst-case cost with a conditional write
 before calling Claude, and settles to the real cost afterwards.
+
+Limits come from the caller's plan: its Cognito group names one of `PLANS` (a default plan for
+users in none) and a per-user override item can replace either number. The admission hands the
+caller's limit state (for the RateLimit headers) to the adapter through the request's `Caller`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import ClientError
 
 from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
-from claudekit.telemetry import hash_user
+from claudekit.telemetry import hash_user, logger
 from claudekit.usage import Usage
 
 DAY_SECONDS = 86_400
+DEFAULT_PLAN = "default"
+# An override item is read at most once a minute per instance and user, not on every request.
+OVERRIDE_CACHE_SECONDS = 60.0
+# Per-user day costs for the operator's top list are spread over this many items (by the first
+# hex digit of the hashed id), so no one item grows past DynamoDB's 400 KB with the day's users.
+USER_SHARDS = "0123456789abcdef"
+TOKEN_COUNTERS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+T = TypeVar("T")
 
 
 def _today(now: float) -> str:
@@ -36,8 +52,12 @@ def _seconds_to_midnight(now: float) -> int:
 
 # Per-feature counters live beside the totals as flat attributes `f#<feature>#<counter>`: DynamoDB
 # cannot ADD into a map that does not exist yet, and flat names need no first-write special case.
+# The day's aggregate item holds the same per model as `m#<model>#<counter>`.
 FEATURE_PREFIX = "f#"
+MODEL_PREFIX = "m#"
+USER_PREFIX = "u#"
 FEATURE_COUNTERS = ("requests", "cost_usd", "without_caching_usd", "without_routing_usd")
+AGGREGATE_COUNTERS = ("requests", "cost_usd", *TOKEN_COUNTERS)
 
 
 def _number(value: Any) -> int | float:
@@ -55,20 +75,115 @@ class Costs:
 
 
 @dataclass(frozen=True)
+class Plan:
+    name: str
+    requests_per_minute: int
+    daily_budget: Decimal
+    overridden: bool = False
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """The caller's request window after its admission: what the RateLimit headers say."""
+
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window starts afresh
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+@dataclass
+class Caller:
+    """One request's caller: its groups (for the plan) and, once admitted, its limit state.
+
+    The adapter opens one per request (`begin_request`); the ledger finds it in the context of
+    the thread that admits. A Lambda instance serves one request at a time, and batch records in
+    threads each have their own context, so no two requests share one.
+    """
+
+    groups: frozenset[str] = frozenset()
+    state: LimitState | None = None
+
+    def headers(self) -> dict[str, str]:
+        return self.state.headers() if self.state else {}
+
+
+_caller: ContextVar[Caller | None] = ContextVar("claudekit_caller", default=None)
+
+
+@contextmanager
+def request(groups: Iterable[str] = ()) -> Iterator[Caller]:
+    """One request's caller in the current context (to read its headers after the handler ran);
+    the context forgets it afterwards, so nothing admitted later is mistaken for this request."""
+    caller = Caller(frozenset(groups))
+    token = _caller.set(caller)
+    try:
+        yield caller
+    finally:
+        _caller.reset(token)
+
+
+def bind(caller: Caller, run: Callable[[], T]) -> Callable[[], T]:
+    """`run` as a callable that admits as `caller` on whatever thread calls it."""
+
+    def bound() -> T:
+        _caller.set(caller)
+        return run()
+
+    return bound
+
+
+def current_caller() -> Caller | None:
+    return _caller.get()
+
+
+def parse_groups(claim: Any) -> list[str]:
+    """The `cognito:groups` claim as API Gateway passes it: a list, "a,b" or "[a b]"."""
+    if isinstance(claim, list | tuple):
+        return [str(g) for g in claim if str(g)]
+    text = str(claim or "").strip().strip("[]")
+    return [g for g in text.replace(",", " ").split() if g]
+
+
+@dataclass(frozen=True)
 class Reservation:
     user_key: str
     day: str
     amount: Decimal
+    state: LimitState | None = field(default=None, compare=False)
 
 
 class Ledger:
-    """Usage counters in the state table: `usage#<user>#<day>` and `rate#<user>#<minute>`."""
+    """Usage counters in the state table: `usage#<user>#<day>`, `rate#<user>#<minute>`, the day's
+    aggregate `usage-day#<day>` (and its user shards `usage-day#<day>#<shard>`), and per-user plan
+    overrides `plan#<user>`."""
 
-    def __init__(self, table_name: str, *, rate_per_minute: int, daily_budget_usd: float) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        rate_per_minute: int,
+        daily_budget_usd: float,
+        plans: Mapping[str, Mapping[str, Any]] | None = None,
+        retention_days: int = 2,
+    ) -> None:
         self._table_name = table_name
         self._local = threading.local()
+        self._overrides: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._overrides_lock = threading.Lock()
         self.rate_per_minute = rate_per_minute
         self.daily_budget = Decimal(str(daily_budget_usd))
+        self.retention_days = retention_days
+        # RATE_LIMIT_PER_MINUTE and DAILY_BUDGET_USD are the default plan unless PLANS names one.
+        self.plans: dict[str, Plan] = {DEFAULT_PLAN: Plan(DEFAULT_PLAN, rate_per_minute, self.daily_budget)}
+        for name, limits in (plans or {}).items():
+            self.plans[name] = Plan(name, int(limits["requests_per_minute"]), Decimal(str(limits["daily_budget_usd"])))
 
     @property
     def _table(self) -> Any:
@@ -78,59 +193,141 @@ class Ledger:
             table = self._local.table = boto3.resource("dynamodb").Table(self._table_name)
         return table
 
+    # ---- plans ---------------------------------------------------------------------------
+
+    def plan_for(self, user_key: str, groups: Iterable[str], now: float) -> Plan:
+        """The override item's plan or numbers, else the last plan in PLANS the user's groups name
+        (list plans from least to most generous), else the default plan."""
+        member = set(groups)
+        named = [name for name in self.plans if name in member and name != DEFAULT_PLAN]
+        plan = self.plans[named[-1]] if named else self.plans[DEFAULT_PLAN]
+        override = self._override(user_key, now)
+        if not override:
+            return plan
+        base = self.plans.get(str(override.get("plan", "")), plan)
+        rpm = override.get("requests_per_minute", base.requests_per_minute)
+        budget = override.get("daily_budget_usd", base.daily_budget)
+        return Plan(base.name, int(str(rpm)), Decimal(str(budget)), overridden=True)
+
+    def _override(self, user_key: str, now: float) -> dict[str, Any]:
+        with self._overrides_lock:
+            cached = self._overrides.get(user_key)
+        if cached and cached[0] > now:
+            return cached[1]
+        item = self._table.get_item(Key={"id": f"plan#{user_key}"}).get("Item") or {}
+        with self._overrides_lock:
+            self._overrides[user_key] = (now + OVERRIDE_CACHE_SECONDS, item)
+        return dict(item)
+
+    def set_override(
+        self,
+        user_id: str,
+        *,
+        plan: str | None = None,
+        requests_per_minute: int | None = None,
+        daily_budget_usd: float | None = None,
+    ) -> None:
+        """Give one user another plan or other numbers (takes effect within a minute everywhere)."""
+        item: dict[str, Any] = {"id": f"plan#{hash_user(user_id)}"}
+        if plan is not None:
+            if plan not in self.plans:
+                raise ValueError(f"no plan named {plan!r}")
+            item["plan"] = plan
+        if requests_per_minute is not None:
+            item["requests_per_minute"] = requests_per_minute
+        if daily_budget_usd is not None:
+            item["daily_budget_usd"] = Decimal(str(daily_budget_usd))
+        self._table.put_item(Item=item)
+        with self._overrides_lock:
+            self._overrides.pop(hash_user(user_id), None)
+
+    # ---- admission and settlement -------------------------------------------------------
+
     def admit(
         self, user_id: str, estimate_usd: Decimal, now: float | None = None, *, lower: str = "the input size"
     ) -> Reservation:
-        """Count one request against the minute window and reserve `estimate_usd` of today's budget.
+        """Count one request against the plan's minute window, then reserve `estimate_usd` of today's
+        budget, each with a conditional update that returns the new count (the RateLimit headers).
 
-        Both writes go in one transaction: one round trip, and a refusal changes neither counter.
-        A request that could not fit even an unused budget is refused outright (no Retry-After:
-        waiting cannot help); `lower` names what the caller can lower on its route.
+        A budget refusal gives its minute slot back, so a refusal changes neither counter for long
+        and never admits more than either limit. A request that could not fit even an unused
+        budget is refused outright (no Retry-After: waiting cannot help); `lower` names what the
+        caller can lower on its route.
         """
         now = time.time() if now is None else now
+        caller = current_caller()
         user_key = hash_user(user_id)
         day = _today(now)
-        limit = self.daily_budget - estimate_usd
-        if self.daily_budget <= 0:  # spending switched off: exhausted, as on any other spent day
+        plan = self.plan_for(user_key, caller.groups if caller else (), now)
+        limit = plan.daily_budget - estimate_usd
+        if plan.daily_budget <= 0:  # spending switched off: exhausted, as on any other spent day
             raise BudgetExceeded(retry_after=_seconds_to_midnight(now))
         if limit < 0:
             raise CostExceedsBudget(
                 f"this request could cost up to {estimate_usd:.6f} USD, more than the whole daily budget "
-                f"of {self.daily_budget} USD; lower {lower}"
+                f"of {plan.daily_budget} USD; lower {lower}"
             )
-        rate = {
-            "TableName": self._table_name,
-            "Key": {"id": f"rate#{user_key}#{int(now // 60)}"},
-            "UpdateExpression": "ADD requests :one SET expiration = :exp",
-            "ConditionExpression": "attribute_not_exists(requests) OR requests < :limit",
-            "ExpressionAttributeValues": {":one": 1, ":limit": self.rate_per_minute, ":exp": int(now) + 120},
-        }
-        budget = {
-            "TableName": self._table_name,
-            "Key": {"id": f"usage#{user_key}#{day}"},
-            "UpdateExpression": "ADD committed_usd :est SET expiration = :exp",
-            "ConditionExpression": "attribute_not_exists(committed_usd) OR committed_usd <= :limit",
-            "ExpressionAttributeValues": {
-                ":est": estimate_usd,
-                ":limit": limit,
-                ":exp": int(now) + 2 * DAY_SECONDS,
-            },
-        }
+        reset = max(1, 60 - int(now) % 60)
+        rate_key = {"id": f"rate#{user_key}#{int(now // 60)}"}
         try:
-            # The resource's client takes Python values, like the Table methods.
-            self._table.meta.client.transact_write_items(TransactItems=[{"Update": rate}, {"Update": budget}])
+            counted = self._table.update_item(
+                Key=rate_key,
+                UpdateExpression="ADD requests :one SET expiration = :exp",
+                ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
+                ExpressionAttributeValues={":one": 1, ":limit": plan.requests_per_minute, ":exp": int(now) + 120},
+                ReturnValues="UPDATED_NEW",
+            )
         except ClientError as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                raise RateLimited(retry_after=max(1, 60 - int(now) % 60)) from None
-            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                self._record(caller, LimitState(plan.requests_per_minute, 0, reset))
+                raise RateLimited(retry_after=reset) from None
+            raise InternalError("usage ledger unavailable") from exc
+        used = int(str(counted["Attributes"]["requests"]))
+        try:
+            self._table.update_item(
+                Key={"id": f"usage#{user_key}#{day}"},
+                UpdateExpression="ADD committed_usd :est SET expiration = :exp, #plan = :plan",
+                ConditionExpression="attribute_not_exists(committed_usd) OR committed_usd <= :limit",
+                ExpressionAttributeNames={"#plan": "plan"},
+                ExpressionAttributeValues={
+                    ":est": estimate_usd,
+                    ":limit": limit,
+                    ":exp": self._expiration(day),
+                    ":plan": plan.name,
+                },
+            )
+        except ClientError as exc:
+            try:
+                self._table.update_item(
+                    Key=rate_key, UpdateExpression="ADD requests :minus", ExpressionAttributeValues={":minus": -1}
+                )
+            except ClientError:  # the window expires within two minutes anyway; refuse as we would have
+                logger.warning("minute window not given back after a budget refusal", extra={"user": user_key})
+            self._record(
+                caller, LimitState(plan.requests_per_minute, max(0, plan.requests_per_minute - used + 1), reset)
+            )
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise BudgetExceeded(retry_after=_seconds_to_midnight(now)) from None
             raise InternalError("usage ledger unavailable") from exc
-        return Reservation(user_key, day, estimate_usd)
+        state = LimitState(plan.requests_per_minute, max(0, plan.requests_per_minute - used), reset)
+        self._record(caller, state)
+        return Reservation(user_key, day, estimate_usd, state)
 
-    def settle(self, reservation: Reservation, usage: Usage, costs: Costs, *, feature: str) -> None:
+    @staticmethod
+    def _record(caller: Caller | None, state: LimitState) -> None:
+        if caller is not None:
+            caller.state = state
+
+    def _expiration(self, day: str) -> int:
+        """Day items are kept `retention_days` after their day ends (USAGE_RETENTION_DAYS)."""
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+        return int((start + timedelta(days=1 + self.retention_days)).timestamp())
+
+    def settle(self, reservation: Reservation, usage: Usage, costs: Costs, *, feature: str, model: str = "") -> None:
         """Replace the reservation with what the call really cost, and count its tokens, in total
-        and per feature (with what the call would have cost without caching and without routing)."""
+        and per feature (with what the call would have cost without caching and without routing);
+        and add the call to the day's aggregate for the operator's report (per feature, per model,
+        per user), all in one transaction so a retried settle never counts a part twice."""
         counters: dict[str, Decimal | int] = {
             "cost_usd": costs.actual,
             "requests": 1,
@@ -141,16 +338,33 @@ class Ledger:
             "without_caching_usd": costs.without_caching,
             "without_routing_usd": costs.without_routing,
         }
-        per_feature = {f"{FEATURE_PREFIX}{feature}#{name}": counters[name] for name in FEATURE_COUNTERS}
-        names = {f"#n{i}": name for i, name in enumerate([*counters, *per_feature])}
-        values = {f":v{i}": value for i, value in enumerate([*counters.values(), *per_feature.values()])}
-        adds = ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True))
-        self._table.update_item(
-            Key={"id": f"usage#{reservation.user_key}#{reservation.day}"},
-            UpdateExpression=f"ADD committed_usd :delta, {adds}",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={":delta": costs.actual - reservation.amount, **values},
+        per_feature = {
+            f"{FEATURE_PREFIX}{feature}#{name}": counters[name] for name in (*FEATURE_COUNTERS, *TOKEN_COUNTERS)
+        }
+        user = _adds({**counters, **per_feature})
+        user["UpdateExpression"] = f"ADD committed_usd :delta, {user['UpdateExpression'][4:]}"
+        user["ExpressionAttributeValues"][":delta"] = costs.actual - reservation.amount
+        aggregate = _adds(
+            {
+                **{name: counters[name] for name in AGGREGATE_COUNTERS},
+                **{f"{FEATURE_PREFIX}{feature}#{name}": counters[name] for name in AGGREGATE_COUNTERS},
+                **{f"{MODEL_PREFIX}{model or 'unknown'}#{name}": counters[name] for name in AGGREGATE_COUNTERS},
+            }
         )
+        shard = _adds({f"{USER_PREFIX}{reservation.user_key}": costs.actual})
+        expiration = self._expiration(reservation.day)
+        items = [
+            (f"usage#{reservation.user_key}#{reservation.day}", user),
+            (f"usage-day#{reservation.day}", aggregate),
+            (f"usage-day#{reservation.day}#{reservation.user_key[0]}", shard),
+        ]
+        transact = []
+        for key, update in items:
+            update["UpdateExpression"] += " SET expiration = :exp"
+            update["ExpressionAttributeValues"][":exp"] = expiration
+            transact.append({"Update": {"TableName": self._table_name, "Key": {"id": key}, **update}})
+        # The resource's client takes Python values, like the Table methods.
+        self._table.meta.client.transact_write_items(TransactItems=transact)
 
     def release(self, reservation: Reservation) -> None:
         """A call that cost nothing gives its reservation back."""
@@ -160,46 +374,105 @@ class Ledger:
             ExpressionAttributeValues={":delta": -reservation.amount},
         )
 
-    def report(self, user_id: str, now: float | None = None) -> dict[str, Any]:
-        """Today's usage, the limits, and what remains: the GET /usage body."""
+    # ---- reports -------------------------------------------------------------------------
+
+    def report(self, user_id: str, now: float | None = None, *, day: date | None = None) -> dict[str, Any]:
+        """A day's usage (today unless `day`), the plan and its limits, and what remains: the
+        GET /usage body. The minute window and the remaining budget are today's."""
         now = time.time() if now is None else now
         user_key = hash_user(user_id)
-        item = self._table.get_item(Key={"id": f"usage#{user_key}#{_today(now)}"}).get("Item", {})
+        today = _today(now)
+        wanted = day.isoformat() if day else today
+        caller = current_caller()
+        plan = self.plan_for(user_key, caller.groups if caller else (), now)
+        item = self._table.get_item(Key={"id": f"usage#{user_key}#{wanted}"}).get("Item", {})
+        todays = (
+            item if wanted == today else self._table.get_item(Key={"id": f"usage#{user_key}#{today}"}).get("Item", {})
+        )
+        committed = Decimal(str(todays.get("committed_usd", 0)))
         rate = self._table.get_item(Key={"id": f"rate#{user_key}#{int(now // 60)}"}).get("Item", {})
-        committed = Decimal(str(item.get("committed_usd", 0)))
         used_this_minute = int(str(rate.get("requests", 0)))
-        features: dict[str, dict[str, Any]] = {}
-        for name, value in item.items():
-            if name.startswith(FEATURE_PREFIX):
-                feature, _, counter = name[len(FEATURE_PREFIX) :].rpartition("#")
-                features.setdefault(feature, {})[counter] = _number(value)
         return {
-            "date": _today(now),
-            "requests": int(str(item.get("requests", 0))),
-            "usage": {
-                name: int(str(item.get(name, 0)))
-                for name in (
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_creation_input_tokens",
-                    "cache_read_input_tokens",
-                )
-            },
-            "cost_usd": float(Decimal(str(item.get("cost_usd", 0)))),
-            # What the same calls would have cost without prompt caching, and with every call on
-            # the balanced model (no routing): the difference is what each optimisation saved.
-            "without_caching_usd": float(Decimal(str(item.get("without_caching_usd", 0)))),
-            "without_routing_usd": float(Decimal(str(item.get("without_routing_usd", 0)))),
+            "date": wanted,
+            **_totals(item, ("requests", "cost_usd", "without_caching_usd", "without_routing_usd")),
             "features": {
-                feature: {counter: counters.get(counter, 0) for counter in FEATURE_COUNTERS}
-                for feature, counters in sorted(features.items())
+                feature: {
+                    **{counter: counters.get(counter, 0) for counter in FEATURE_COUNTERS},
+                    "usage": {name: int(counters.get(name, 0)) for name in TOKEN_COUNTERS},
+                }
+                for feature, counters in sorted(_grouped(item, FEATURE_PREFIX).items())
             },
+            "plan": plan.name,
+            "plan_overridden": plan.overridden,
             "limits": {
-                "requests_per_minute": self.rate_per_minute,
-                "daily_budget_usd": float(self.daily_budget),
+                "requests_per_minute": plan.requests_per_minute,
+                "daily_budget_usd": float(plan.daily_budget),
             },
             "remaining": {
-                "requests_this_minute": max(0, self.rate_per_minute - used_this_minute),
-                "budget_usd": float(max(Decimal(0), self.daily_budget - committed)),
+                "requests_this_minute": max(0, plan.requests_per_minute - used_this_minute),
+                "budget_usd": float(max(Decimal(0), plan.daily_budget - committed)),
             },
         }
+
+    def operator_report(self, day: date, *, top: int = 10) -> dict[str, Any]:
+        """Everyone's usage on `day`: totals, per feature, per model, and the top users by cost
+        (hashed ids, as in the logs). Reads the day's aggregate and its 16 user shards, never the
+        whole table."""
+        key = f"usage-day#{day.isoformat()}"
+        item = self._table.get_item(Key={"id": key}).get("Item", {})
+        users: list[tuple[str, Decimal]] = []
+        for shard in USER_SHARDS:
+            found = self._table.get_item(Key={"id": f"{key}#{shard}"}).get("Item", {})
+            users.extend(
+                (name[len(USER_PREFIX) :], Decimal(str(value)))
+                for name, value in found.items()
+                if name.startswith(USER_PREFIX)
+            )
+        users.sort(key=lambda pair: (-pair[1], pair[0]))
+        return {
+            "date": day.isoformat(),
+            **_totals(item, ("requests", "cost_usd")),
+            "features": _breakdown(item, FEATURE_PREFIX),
+            "models": _breakdown(item, MODEL_PREFIX),
+            "users": len(users),
+            "top_users": [{"user": user, "cost_usd": float(cost)} for user, cost in users[:top]],
+        }
+
+
+def _adds(counters: Mapping[str, Decimal | int]) -> dict[str, Any]:
+    """One `ADD` clause over `counters`, with placeholder names (attribute names hold `#`)."""
+    names = {f"#n{i}": name for i, name in enumerate(counters)}
+    values = {f":v{i}": value for i, value in enumerate(counters.values())}
+    return {
+        "UpdateExpression": "ADD " + ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True)),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def _totals(item: Mapping[str, Any], money_and_count: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in money_and_count:
+        out[name] = int(str(item.get(name, 0))) if name == "requests" else float(Decimal(str(item.get(name, 0))))
+    out["usage"] = {name: int(str(item.get(name, 0))) for name in TOKEN_COUNTERS}
+    return out
+
+
+def _grouped(item: Mapping[str, Any], prefix: str) -> dict[str, dict[str, int | float]]:
+    groups: dict[str, dict[str, int | float]] = {}
+    for name, value in item.items():
+        if name.startswith(prefix):
+            group, _, counter = name[len(prefix) :].rpartition("#")
+            groups.setdefault(group, {})[counter] = _number(value)
+    return groups
+
+
+def _breakdown(item: Mapping[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    return {
+        group: {
+            "requests": int(counters.get("requests", 0)),
+            "cost_usd": float(counters.get("cost_usd", 0)),
+            "usage": {name: int(counters.get(name, 0)) for name in TOKEN_COUNTERS},
+        }
+        for group, counters in sorted(_grouped(item, prefix).items())
+    }

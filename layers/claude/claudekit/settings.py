@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from claudekit.errors import ConfigurationError
@@ -26,6 +26,15 @@ DEFAULT_TASK_TIERS: dict[str, Tier] = {
     "analyze": "deep",
     "reason": "deep",
 }
+
+
+class PlanLimits(BaseModel):
+    """One plan's limits (PLANS maps a Cognito group name to these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int = Field(ge=0)
+    daily_budget_usd: float = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -77,9 +86,15 @@ class Settings(BaseSettings):
     # Longest pause an upstream 429's retry-after may impose on a model, for every instance.
     cooldown_max_seconds: float = Field(600.0, gt=0)
 
-    # Per-user limits
+    # Per-user limits: these two are the plan of users in no plan group ("default");
+    # PLANS='{"free": {"requests_per_minute": 5, "daily_budget_usd": 0.1}, ...}' adds plans by group.
     rate_limit_per_minute: int = Field(20, ge=0)
     daily_budget_usd: float = Field(1.0, ge=0)
+    plans: dict[str, PlanLimits] = Field(default_factory=dict)
+    # Members of this Cognito group may read GET /admin/usage.
+    admin_group: str = Field("admins", min_length=1)
+    # Days a day's usage stays readable (GET /usage?date=, GET /admin/usage) after it ends.
+    usage_retention_days: int = Field(7, ge=1, le=400)
     # Jobs one user may have queued or running at once (the queue is shared: nobody fills it alone).
     max_jobs_in_flight: int = Field(1000, ge=1)
 
