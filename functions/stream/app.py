@@ -42,9 +42,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from claudekit import api, tasks
+from claudekit import api, conversations, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import GenerateBody, parse_json
+from claudekit.contract import ConversationMessageBody, GenerateBody, parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
@@ -258,8 +258,11 @@ class EventStream(Response):
     media_type = "text/event-stream"
     charset = "utf-8"
 
-    def __init__(self, pump: Pump, first: Item, request_id: str) -> None:
+    def __init__(
+        self, pump: Pump, first: Item, request_id: str, done: Callable[[ClaudeResult], dict[str, Any]] = done_fields
+    ) -> None:
         self.pump = pump
+        self.done = done
         self.first = first
         self.request_id = request_id
         self.status_code = 200
@@ -292,7 +295,7 @@ class EventStream(Response):
             if isinstance(item, Delta):
                 await send({"type": "http.response.body", "body": sse("delta", {"text": item.text}), "more_body": True})
             elif isinstance(item, ClaudeResult):
-                await send({"type": "http.response.body", "body": sse("done", done_fields(item)), "more_body": True})
+                await send({"type": "http.response.body", "body": sse("done", self.done(item)), "more_body": True})
                 break
             elif isinstance(item, BaseException):
                 exc = as_claude_error(item, self.request_id)
@@ -359,8 +362,17 @@ async def stream(request: Request) -> Response:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
 
     claude_request = tasks.generate_request(body, call.user_id, feature=FEATURE)
-    pump = Pump(lambda: client.stream(claude_request, call.deadline))
+    return await _respond(request, call, lambda: client.stream(claude_request, call.deadline))
 
+
+async def _respond(
+    request: Request,
+    call: Invocation,
+    produce: Callable[[], Iterator[Item]],
+    done: Callable[[ClaudeResult], dict[str, Any]] = done_fields,
+) -> Response:
+    """Run `produce` on a pump; a JSON error until its first item, then the event stream."""
+    pump = Pump(produce)
     first = await _first_item(pump, request.receive)
     if first is None:  # the caller left before the first byte
         pump.stop()
@@ -372,7 +384,52 @@ async def stream(request: Request) -> Response:
     if isinstance(first, _End):
         await pump.settled()
         return error_response(ClaudeError("the stream ended before it started"), call.request_id)
-    return EventStream(pump, first, call.request_id)
+    return EventStream(pump, first, call.request_id, done)
+
+
+_conversation_store: conversations.ConversationStore | None = None
+
+
+async def conversation_stream(request: Request) -> Response:
+    """POST /conversations/{id}/stream: a conversation turn as the same events as /stream; the
+    `done` event carries the buffered route's fields but `text`. The turn is recorded before
+    `done` is sent; a turn that fails mid-stream is not recorded."""
+    global _conversation_store
+    try:
+        margin = get_settings().deadline_margin_seconds
+    except ClaudeError as exc:
+        return error_response(exc, invocation(request.headers, 0).request_id)
+    call = invocation(request.headers, margin, get_settings().stream_budget_seconds)
+    if call.user_id is None:
+        return error_response(Unauthorized(), call.request_id)
+    user_id = call.user_id
+    try:
+        body = ConversationMessageBody.model_validate(parse_json(await _read_body(request)))
+    except ClaudeError as exc:
+        return error_response(exc, call.request_id)
+    except ValidationError as exc:
+        return error_response(api.validation_error(list(exc.errors())), call.request_id)
+    try:
+        client: ClaudeClient = await anyio.to_thread.run_sync(get_client)
+    except Exception as exc:
+        return error_response(as_claude_error(exc, call.request_id), call.request_id)
+    store = _conversation_store = _conversation_store or conversations.ConversationStore(client.settings)
+    conversation_id = str(request.path_params["conversation_id"])
+    turns: list[conversations.Turn] = []
+
+    def produce() -> Iterator[Item]:
+        # Reading the history and compacting it may fail or call Claude: on the pump's thread,
+        # so their errors are JSON errors like any before the first delta.
+        conv = store.get(conversation_id, user_id)
+        turns.append(conversations.prepare(client, conv, body.prompt, body.max_tokens, user_id, call.deadline))
+        yield from conversations.stream(client, store, turns[0], call.deadline)
+
+    def done(result: ClaudeResult) -> dict[str, Any]:
+        fields = conversations.turn_fields(turns[0], result)
+        fields.pop("text")
+        return fields
+
+    return await _respond(request, call, produce, done)
 
 
 _warm = False
@@ -419,6 +476,10 @@ async def _bug(request: Request, exc: Exception) -> Response:
 
 
 app = Starlette(
-    routes=[Route("/stream", stream, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+    routes=[
+        Route("/stream", stream, methods=["POST"]),
+        Route("/conversations/{conversation_id}/stream", conversation_stream, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ],
     exception_handlers={HTTPException: _http_error, Exception: _bug},
 )

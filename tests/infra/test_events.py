@@ -20,6 +20,10 @@ API_EVENTS = {
     "jobs-post.json": ("POST", "/jobs"),
     "jobs-get.json": ("GET", "/jobs/{id}"),
     "usage.json": ("GET", "/usage"),
+    "conversations-post.json": ("POST", "/conversations"),
+    "conversations-messages.json": ("POST", "/conversations/{id}/messages"),
+    "conversations-get.json": ("GET", "/conversations/{id}"),
+    "conversations-stream.json": ("POST", "/conversations/{id}/stream"),
 }
 
 

@@ -152,7 +152,7 @@ def error_body(exc: ClaudeError, rid: str) -> dict[str, Any]:
 
 def error_headers(exc: ClaudeError, rid: str) -> dict[str, str]:
     headers = {"X-Request-Id": rid, **JSON_HEADERS}
-    if exc.retry_after is not None and exc.status in (429, 503, 504):
+    if exc.retry_after is not None and exc.status in (409, 429, 503, 504):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return headers
 
