@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from claudekit import api, conversations, tasks
+from claudekit import api, conversations, idempotency, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
 from claudekit.contract import ConversationMessageBody, GenerateBody, parse_json
 from claudekit.deadline import Deadline
@@ -351,7 +351,8 @@ async def stream(request: Request) -> Response:
     if call.user_id is None:
         return error_response(Unauthorized(), call.request_id)
     try:
-        body = GenerateBody.model_validate(parse_json(await _read_body(request)))
+        raw = await _read_body(request)
+        body = GenerateBody.model_validate(parse_json(raw))
     except ClaudeError as exc:  # malformed: not UTF-8, not JSON, too deep, too large
         return error_response(exc, call.request_id)
     except ValidationError as exc:
@@ -362,16 +363,32 @@ async def stream(request: Request) -> Response:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
 
     claude_request = tasks.generate_request(body, call.user_id, feature=FEATURE)
-    return await _respond(request, call, lambda: client.stream(claude_request, call.deadline))
+    return await _respond(request, call, raw, lambda: client.stream(claude_request, call.deadline))
 
 
 async def _respond(
     request: Request,
     call: Invocation,
+    raw: bytes,
     produce: Callable[[], Iterator[Item]],
     done: Callable[[ClaudeResult], dict[str, Any]] = done_fields,
 ) -> Response:
-    """Run `produce` on a pump; a JSON error until its first item, then the event stream."""
+    """Run `produce` on a pump; a JSON error until its first item, then the event stream.
+    With an Idempotency-Key, a request seen before is answered from its kept outcome instead."""
+    global _idempotency
+    try:
+        key = idempotency.key_of(request.headers)
+        if key is not None and call.user_id is not None:
+            data = idempotency.request_data(call.user_id, "POST", request.url.path, key, raw)
+            _idempotency = _idempotency or idempotency.Idempotency(get_settings().table_name)
+            kept = _idempotency
+            remaining = _Remaining(call.deadline.remaining())
+            replay = await anyio.to_thread.run_sync(lambda: kept.claim(data, remaining))
+            if replay is not None:
+                return replayed(replay, call.request_id)
+            produce = _keeping(kept, data, produce, done)
+    except Exception as exc:
+        return error_response(as_claude_error(exc, call.request_id), call.request_id)
     pump = Pump(produce)
     first = await _first_item(pump, request.receive)
     if first is None:  # the caller left before the first byte
@@ -388,6 +405,50 @@ async def _respond(
 
 
 _conversation_store: conversations.ConversationStore | None = None
+_idempotency: idempotency.Idempotency | None = None
+
+
+def _keeping(
+    kept: idempotency.Idempotency,
+    data: dict[str, str],
+    produce: Callable[[], Iterator[Item]],
+    done: Callable[[ClaudeResult], dict[str, Any]],
+) -> Callable[[], Iterator[Item]]:
+    """`produce`, keeping its outcome under the Idempotency-Key when it ends: a complete stream as
+    its text and `done` fields, an error before the first delta if it is final. Anything else (cut
+    short, failed mid-stream, a 'try again' error) frees the key so a retry runs afresh."""
+
+    def run() -> Iterator[Item]:
+        texts: list[str] = []
+        outcome: dict[str, Any] | None = None
+        try:
+            for item in produce():
+                if isinstance(item, Delta):
+                    texts.append(item.text)
+                elif isinstance(item, ClaudeResult):
+                    outcome = {"status": 200, "text": "".join(texts), "done": done(item)}
+                yield item
+        except ClaudeError as exc:
+            if not texts and idempotency.final(exc.status):
+                outcome = {"status": exc.status, "error": {"code": exc.code, "message": exc.message}}
+            raise
+        finally:
+            try:
+                kept.finish(data, outcome)
+            except Exception as exc:  # the caller has the answer; a retry will simply run again
+                logger.warning("could not keep the stream's outcome", extra={"error_type": type(exc).__name__})
+
+    return run
+
+
+def replayed(outcome: dict[str, Any], request_id: str) -> Response:
+    """A kept outcome, sent again at once: the same events in one buffered body, or the same error."""
+    headers = {idempotency.REPLAYED: "true", "X-Request-Id": request_id}
+    if outcome.get("status") != 200:
+        body = {"error": {**outcome["error"], "request_id": request_id}}
+        return JSONResponse(body, status_code=int(outcome["status"]), headers={**headers, **api.JSON_HEADERS})
+    events = (sse("delta", {"text": outcome["text"]}) if outcome["text"] else b"") + sse("done", outcome["done"])
+    return Response(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
 
 async def conversation_stream(request: Request) -> Response:
@@ -404,7 +465,8 @@ async def conversation_stream(request: Request) -> Response:
         return error_response(Unauthorized(), call.request_id)
     user_id = call.user_id
     try:
-        body = ConversationMessageBody.model_validate(parse_json(await _read_body(request)))
+        raw = await _read_body(request)
+        body = ConversationMessageBody.model_validate(parse_json(raw))
     except ClaudeError as exc:
         return error_response(exc, call.request_id)
     except ValidationError as exc:
@@ -429,7 +491,7 @@ async def conversation_stream(request: Request) -> Response:
         fields.pop("text")
         return fields
 
-    return await _respond(request, call, produce, done)
+    return await _respond(request, call, raw, produce, done)
 
 
 _warm = False

@@ -7,13 +7,18 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import httpx2
 import pytest
 
+from functions.stream import app as stream_app
+from local.serve import serve_in_thread
 from local.shim import ROOT, LambdaContext, load_module
 from local.simulator import Fault, Latency, Simulator
+from tests.integration.test_stream import parse_sse, stream_headers
 
 EVENTS = ROOT / "events"
 
@@ -127,3 +132,69 @@ def test_an_unusable_key_is_422(generate: Any, sim: Simulator) -> None:
     reply = post(generate, user(), "x" * 300)
     assert reply["statusCode"] == 422
     assert sim.message_requests() == []
+
+
+# ---- the stream function -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with serve_in_thread(stream_app.app) as url:
+        yield url
+
+
+def stream(base_url: str, caller: str, key: str, prompt: str = "Tell me about tides.") -> httpx2.Response:
+    with httpx2.Client(timeout=15) as http:
+        return http.post(
+            f"{base_url}/stream",
+            content=json.dumps({"prompt": prompt}).encode(),
+            headers=stream_headers(caller, None, {"Idempotency-Key": key}),
+        )
+
+
+def events(response: httpx2.Response) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.name, e.data) for e in parse_sse(iter(response.text.splitlines()))]
+
+
+def test_a_retried_stream_replays_its_text_at_once(base_url: str, settings_env: dict[str, str], sim: Simulator) -> None:
+    caller, key = user(), str(uuid.uuid4())
+    first = stream(base_url, caller, key)
+    again = stream(base_url, caller, key)
+
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["content-type"].startswith("text/event-stream")
+    sent = events(first)
+    text = "".join(data["text"] for name, data in sent if name == "delta")
+    assert events(again) == [("delta", {"text": text}), sent[-1]]
+    assert sent[-1][0] == "done"
+    assert len(sim.message_requests()) == 1
+
+    other = stream(base_url, caller, key, prompt="Another question.")
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert len(sim.message_requests()) == 1
+
+
+def test_a_retried_conversation_turn_is_recorded_once(settings_env: dict[str, str], sim: Simulator) -> None:
+    module = load_module(ROOT / "functions" / "conversations" / "app.py", f"idem_conv_{uuid.uuid4().hex[:8]}")
+    caller, key = user(), str(uuid.uuid4())
+
+    def call(name: str, cid: str | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+        event["requestContext"]["authorizer"]["claims"]["sub"] = caller
+        event["headers"] = {**event["headers"], **(headers or {})}
+        event["multiValueHeaders"] = {}
+        if cid:
+            event["path"] = event["resource"].replace("{id}", cid)
+            event["pathParameters"] = {"id": cid}
+        result: dict[str, Any] = module.handler(event, LambdaContext("conversations", timeout=30))
+        return result
+
+    cid = json.loads(call("conversations-post.json")["body"])["id"]
+    first = call("conversations-messages.json", cid, {"Idempotency-Key": key})
+    again = call("conversations-messages.json", cid, {"Idempotency-Key": key})
+    assert again["body"] == first["body"]
+    history = json.loads(call("conversations-get.json", cid)["body"])
+    assert len(history["messages"]) == 2
+    assert len(sim.message_requests()) == 1
