@@ -38,7 +38,7 @@ def read(conversation_id: str) -> Any:
 def message(conversation_id: str, body: ConversationMessageBody) -> Any:
     client, user, deadline = get_client(), api.caller(app), api.deadline(app)
     conv = store().get(conversation_id, user)
-    turn = conversations.prepare(client, conv, body.prompt, body.max_tokens, user, deadline)
+    turn = conversations.prepare(client, store(), conv, body.prompt, body.max_tokens, user, deadline)
     result = conversations.answer(client, store(), turn, deadline)
     return api.respond(
         app, ConversationTurnOut(**conversations.turn_fields(turn, result), request_id=api.request_id(app))

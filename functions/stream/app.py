@@ -483,7 +483,7 @@ async def conversation_stream(request: Request) -> Response:
         # Reading the history and compacting it may fail or call Claude: on the pump's thread,
         # so their errors are JSON errors like any before the first delta.
         conv = store.get(conversation_id, user_id)
-        turns.append(conversations.prepare(client, conv, body.prompt, body.max_tokens, user_id, call.deadline))
+        turns.append(conversations.prepare(client, store, conv, body.prompt, body.max_tokens, user_id, call.deadline))
         yield from conversations.stream(client, store, turns[0], call.deadline)
 
     def done(result: ClaudeResult) -> dict[str, Any]:

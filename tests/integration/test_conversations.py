@@ -19,7 +19,7 @@ from claudekit.client import reset_client
 from functions.stream import app as stream_app
 from local.serve import serve_in_thread
 from local.shim import ROOT, LambdaContext, load_module
-from local.simulator import Simulator
+from local.simulator import Fault, Simulator
 from tests.integration.test_stream import parse_sse, stream_headers
 
 EVENTS = ROOT / "events"
@@ -214,3 +214,24 @@ def test_a_streamed_turn_is_recorded_and_reads_the_cache(conversations: Any, bas
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "NOT_FOUND"
     assert len(sim.message_requests()) == 2
+
+
+def test_a_summary_is_kept_when_the_answer_then_fails(
+    conversations: Any, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVERSATION_MAX_CHARS", "1000")
+    reset_client()
+    module = load_module(ROOT / "functions" / "conversations" / "app.py", "conversations_summary_kept")
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    cid = start(module, user)
+    for i in range(3):
+        say(module, user, cid, f"Question {i}: " + "tell me about soil. " * 12)
+    # The next turn needs a summary first; then its answer fails (a 400 is never retried).
+    sim.script(Fault.status(400, match="Final question"))
+    status, error, _ = invoke(
+        module, "conversations-messages.json", user, cid, {"prompt": "Final question: " + "and compost? " * 20}
+    )
+    assert status == 502, error
+    _, history, _ = invoke(module, "conversations-get.json", user, cid)
+    assert history["summary"]
+    assert len(history["messages"]) < 6

@@ -195,6 +195,7 @@ def system_prompt(conv: Conversation) -> str | None:
 
 def prepare(
     client: ClaudeClient,
+    store: ConversationStore,
     conv: Conversation,
     prompt: str,
     max_tokens: int | None,
@@ -209,6 +210,8 @@ def prepare(
     compaction: Compaction | None = None
     if _chars(conv.system, conv.summary, conv.turns, prompt) > cap:
         compaction = _compact(client, conv, prompt, user_id, deadline)
+        # Kept at once: the summary is paid for, whatever becomes of this turn's answer.
+        store.save(conv)
     request = ClaudeRequest(
         feature=FEATURE,
         task="generate",
