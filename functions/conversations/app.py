@@ -6,7 +6,9 @@ function: API Gateway cannot stream from a buffered function.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from claudekit import api, conversations
 from claudekit.client import get_client
@@ -24,8 +26,9 @@ def store() -> conversations.ConversationStore:
 
 
 @app.post("/conversations")
-def create(body: ConversationBody) -> Any:
-    conv = store().create(api.caller(app), body.system)
+def create(body: Annotated[ConversationBody | None, Body()] = None) -> Any:
+    # No body at all starts a conversation without a system prompt.
+    conv = store().create(api.caller(app), body.system if body else None)
     return api.respond(app, conv.public(), status=201)
 
 

@@ -235,3 +235,17 @@ def test_a_summary_is_kept_when_the_answer_then_fails(
     _, history, _ = invoke(module, "conversations-get.json", user, cid)
     assert history["summary"]
     assert len(history["messages"]) < 6
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "system"),
+    [(None, 201, None), ({}, 201, None), ({"system": "Be brief."}, 201, "Be brief."), ({"sistem": "typo"}, 422, None)],
+)
+def test_starting_a_conversation(conversations: Any, body: Any, status: int, system: str | None) -> None:
+    event: dict[str, Any] = json.loads((EVENTS / "conversations-post.json").read_text())
+    event["body"] = None if body is None else json.dumps(body)
+    result = conversations.handler(event, LambdaContext("conversations", timeout=30))
+    assert result["statusCode"] == status, result["body"]
+    if status == 201:
+        created = json.loads(result["body"])
+        assert (created["system"], created["messages"]) == (system, [])
