@@ -191,6 +191,9 @@ class ApiGatewayShim:
         method, path = scope["method"], scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
+        if method == "GET" and path == "/":
+            await _send_playground(send)
+            return
         matched = [(r, p) for r in self.routes if (p := r.match(method, path)) is not None]
         if not matched:
             known = any(r.match(r.method, path) is not None for r in self.routes)
@@ -356,6 +359,14 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 def _error(code: str, message: str, request_id: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+async def _send_playground(send: Send) -> None:
+    """The playground page (local/playground.html): one static file, served only by the local stack."""
+    page = (ROOT / "local" / "playground.html").read_bytes()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": page})
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:

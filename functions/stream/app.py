@@ -42,9 +42,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from claudekit import api, limits, tasks
+from claudekit import api, conversations, idempotency, limits, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import GenerateBody, parse_json
+from claudekit.contract import ConversationMessageBody, GenerateBody, parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
@@ -260,8 +260,16 @@ class EventStream(Response):
     media_type = "text/event-stream"
     charset = "utf-8"
 
-    def __init__(self, pump: Pump, first: Item, request_id: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        pump: Pump,
+        first: Item,
+        request_id: str,
+        headers: Mapping[str, str],
+        done: Callable[[ClaudeResult], dict[str, Any]] = done_fields,
+    ) -> None:
         self.pump = pump
+        self.done = done
         self.first = first
         self.request_id = request_id
         self.status_code = 200
@@ -294,7 +302,7 @@ class EventStream(Response):
             if isinstance(item, Delta):
                 await send({"type": "http.response.body", "body": sse("delta", {"text": item.text}), "more_body": True})
             elif isinstance(item, ClaudeResult):
-                await send({"type": "http.response.body", "body": sse("done", done_fields(item)), "more_body": True})
+                await send({"type": "http.response.body", "body": sse("done", self.done(item)), "more_body": True})
                 break
             elif isinstance(item, BaseException):
                 exc = as_claude_error(item, self.request_id)
@@ -350,7 +358,8 @@ async def stream(request: Request) -> Response:
     if call.user_id is None:
         return error_response(Unauthorized(), call.request_id)
     try:
-        body = GenerateBody.model_validate(parse_json(await _read_body(request)))
+        raw = await _read_body(request)
+        body = GenerateBody.model_validate(parse_json(raw))
     except ClaudeError as exc:  # malformed: not UTF-8, not JSON, too deep, too large
         return error_response(exc, call.request_id)
     except ValidationError as exc:
@@ -361,10 +370,35 @@ async def stream(request: Request) -> Response:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
 
     claude_request = tasks.generate_request(body, call.user_id, feature=FEATURE)
+    return await _respond(request, call, raw, lambda: client.stream(claude_request, call.deadline))
+
+
+async def _respond(
+    request: Request,
+    call: Invocation,
+    raw: bytes,
+    produce: Callable[[], Iterator[Item]],
+    done: Callable[[ClaudeResult], dict[str, Any]] = done_fields,
+) -> Response:
+    """Run `produce` on a pump; a JSON error until its first item, then the event stream.
+    With an Idempotency-Key, a request seen before is answered from its kept outcome instead."""
+    global _idempotency
+    try:
+        key = idempotency.key_of(request.headers)
+        if key is not None and call.user_id is not None:
+            data = idempotency.request_data(call.user_id, "POST", request.url.path, key, raw)
+            _idempotency = _idempotency or idempotency.Idempotency(get_settings().table_name)
+            kept = _idempotency
+            remaining = _Remaining(call.deadline.remaining())
+            replay = await anyio.to_thread.run_sync(lambda: kept.claim(data, remaining))
+            if replay is not None:
+                return replayed(replay, call.request_id)
+            produce = _keeping(kept, data, produce, done)
+    except Exception as exc:
+        return error_response(as_claude_error(exc, call.request_id), call.request_id)
     # The pump's thread admits as this caller (its plan), and leaves the limit state here.
     admitted = limits.Caller(frozenset(call.groups))
-    pump = Pump(limits.bind(admitted, lambda: client.stream(claude_request, call.deadline)))
-
+    pump = Pump(limits.bind(admitted, produce))
     first = await _first_item(pump, request.receive)
     if first is None:  # the caller left before the first byte
         pump.stop()
@@ -378,7 +412,97 @@ async def stream(request: Request) -> Response:
     if isinstance(first, _End):
         await pump.settled()
         return error_response(ClaudeError("the stream ended before it started"), call.request_id)
-    return EventStream(pump, first, call.request_id, admitted.headers())
+    return EventStream(pump, first, call.request_id, admitted.headers(), done)
+
+
+_conversation_store: conversations.ConversationStore | None = None
+_idempotency: idempotency.Idempotency | None = None
+
+
+def _keeping(
+    kept: idempotency.Idempotency,
+    data: dict[str, str],
+    produce: Callable[[], Iterator[Item]],
+    done: Callable[[ClaudeResult], dict[str, Any]],
+) -> Callable[[], Iterator[Item]]:
+    """`produce`, keeping its outcome under the Idempotency-Key when it ends: a complete stream as
+    its text and `done` fields, an error before the first delta if it is final. Anything else (cut
+    short, failed mid-stream, a 'try again' error) frees the key so a retry runs afresh."""
+
+    def run() -> Iterator[Item]:
+        texts: list[str] = []
+        outcome: dict[str, Any] | None = None
+        try:
+            for item in produce():
+                if isinstance(item, Delta):
+                    texts.append(item.text)
+                elif isinstance(item, ClaudeResult):
+                    outcome = {"status": 200, "text": "".join(texts), "done": done(item)}
+                yield item
+        except ClaudeError as exc:
+            if not texts and idempotency.final(exc.status):
+                outcome = {"status": exc.status, "error": {"code": exc.code, "message": exc.message}}
+            raise
+        finally:
+            try:
+                kept.finish(data, outcome)
+            except Exception as exc:  # the caller has the answer; a retry will simply run again
+                logger.warning("could not keep the stream's outcome", extra={"error_type": type(exc).__name__})
+
+    return run
+
+
+def replayed(outcome: dict[str, Any], request_id: str) -> Response:
+    """A kept outcome, sent again at once: the same events in one buffered body, or the same error."""
+    headers = {idempotency.REPLAYED: "true", "X-Request-Id": request_id}
+    if outcome.get("status") != 200:
+        body = {"error": {**outcome["error"], "request_id": request_id}}
+        return JSONResponse(body, status_code=int(outcome["status"]), headers={**headers, **api.JSON_HEADERS})
+    events = (sse("delta", {"text": outcome["text"]}) if outcome["text"] else b"") + sse("done", outcome["done"])
+    return Response(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+
+
+async def conversation_stream(request: Request) -> Response:
+    """POST /conversations/{id}/stream: a conversation turn as the same events as /stream; the
+    `done` event carries the buffered route's fields but `text`. The turn is recorded before
+    `done` is sent; a turn that fails mid-stream is not recorded."""
+    global _conversation_store
+    try:
+        margin = get_settings().deadline_margin_seconds
+    except ClaudeError as exc:
+        return error_response(exc, invocation(request.headers, 0).request_id)
+    call = invocation(request.headers, margin, get_settings().stream_budget_seconds)
+    if call.user_id is None:
+        return error_response(Unauthorized(), call.request_id)
+    user_id = call.user_id
+    try:
+        raw = await _read_body(request)
+        body = ConversationMessageBody.model_validate(parse_json(raw))
+    except ClaudeError as exc:
+        return error_response(exc, call.request_id)
+    except ValidationError as exc:
+        return error_response(api.validation_error(list(exc.errors())), call.request_id)
+    try:
+        client: ClaudeClient = await anyio.to_thread.run_sync(get_client)
+    except Exception as exc:
+        return error_response(as_claude_error(exc, call.request_id), call.request_id)
+    store = _conversation_store = _conversation_store or conversations.ConversationStore(client.settings)
+    conversation_id = str(request.path_params["conversation_id"])
+    turns: list[conversations.Turn] = []
+
+    def produce() -> Iterator[Item]:
+        # Reading the history and compacting it may fail or call Claude: on the pump's thread,
+        # so their errors are JSON errors like any before the first delta.
+        conv = store.get(conversation_id, user_id)
+        turns.append(conversations.prepare(client, store, conv, body.prompt, body.max_tokens, user_id, call.deadline))
+        yield from conversations.stream(client, store, turns[0], call.deadline)
+
+    def done(result: ClaudeResult) -> dict[str, Any]:
+        fields = conversations.turn_fields(turns[0], result)
+        fields.pop("text")
+        return fields
+
+    return await _respond(request, call, raw, produce, done)
 
 
 _warm = False
@@ -425,6 +549,10 @@ async def _bug(request: Request, exc: Exception) -> Response:
 
 
 app = Starlette(
-    routes=[Route("/stream", stream, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
+    routes=[
+        Route("/stream", stream, methods=["POST"]),
+        Route("/conversations/{conversation_id}/stream", conversation_stream, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ],
     exception_handlers={HTTPException: _http_error, Exception: _bug},
 )

@@ -176,3 +176,54 @@ def test_stream_function_streams_through_its_start_script(
     assert set(events) == {"delta", "done"}
     assert len(sim.message_requests()) == 1
     assert_clean_logs(logs, json.loads(request["body"])["prompt"])
+
+
+def test_a_conversation_goes_through_the_rest_and_stream_functions(
+    artifact: Artifact, python: Path, env_for: EnvFor, sim: Simulator, logs: Path
+) -> None:
+    """POST /conversations, a buffered turn, a streamed turn (on the stream function), then GET
+    /conversations/{id} returns both turns to their owner."""
+    rest = start(artifact, "ConversationsFunction", env_for("ConversationsFunction"), python, logs)
+    try:
+        assert "init_error" not in rest.init, rest.init.get("init_error")
+        created = rest.invoke(event("conversations-post.json"))
+        assert created["statusCode"] == 201, created["body"]
+        cid = json.loads(created["body"])["id"]
+
+        def at(name: str) -> dict[str, Any]:
+            request = event(name)
+            request["pathParameters"] = {"id": cid}
+            request["path"] = request["resource"].replace("{id}", cid)
+            return request
+
+        turn = rest.invoke(at("conversations-messages.json"))
+        assert turn["statusCode"] == 200, turn["body"]
+        assert json.loads(turn["body"])["messages"] == 2
+
+        streamed = at("conversations-stream.json")
+        with (
+            logs.open("a") as log,
+            web_adapter_app(env_for("StreamFunction"), artifact.task_root("StreamFunction"), log) as port,
+        ):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request(
+                "POST",
+                streamed["path"],
+                body=streamed["body"],
+                headers={
+                    "content-type": "application/json",
+                    "x-amzn-request-context": json.dumps(streamed["requestContext"]),
+                },
+            )
+            response = conn.getresponse()
+            assert response.status == 200
+            stream = response.read().decode()
+        assert [line for line in stream.splitlines() if line.startswith("event: ")][-1] == "event: done"
+
+        history = rest.invoke(at("conversations-get.json"))
+        assert history["statusCode"] == 200, history["body"]
+        assert len(json.loads(history["body"])["messages"]) == 4
+    finally:
+        rest.close()
+    assert len(sim.message_requests()) == 2
+    assert_clean_logs(logs, json.loads(event("conversations-messages.json")["body"])["prompt"])

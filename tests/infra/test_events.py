@@ -21,6 +21,10 @@ API_EVENTS = {
     "jobs-get.json": ("GET", "/jobs/{id}"),
     "usage.json": ("GET", "/usage"),
     "admin-usage.json": ("GET", "/admin/usage"),
+    "conversations-post.json": ("POST", "/conversations"),
+    "conversations-messages.json": ("POST", "/conversations/{id}/messages"),
+    "conversations-get.json": ("GET", "/conversations/{id}"),
+    "conversations-stream.json": ("POST", "/conversations/{id}/stream"),
 }
 
 

@@ -23,6 +23,10 @@ CONTRACT_ROUTES = {
     ("GET", "/jobs/{id}"),
     ("GET", "/usage"),
     ("GET", "/admin/usage"),
+    ("POST", "/conversations"),
+    ("POST", "/conversations/{id}/messages"),
+    ("GET", "/conversations/{id}"),
+    ("POST", "/conversations/{id}/stream"),
 }
 # Settings fields without a default: the functions fail at cold start without them.
 REQUIRED_ENV = {"CLAUDE_SECRET_ID", "TABLE_NAME"}
@@ -161,7 +165,7 @@ def test_stream_route_streams_through_the_web_adapter(
 ) -> None:
     fn = functions["StreamFunction"]
     events = [p for name, _, p in api_events(functions) if name == "StreamFunction"]
-    assert [e["ResponseTransferMode"] for e in events] == ["RESPONSE_STREAM"]
+    assert [e["ResponseTransferMode"] for e in events] == ["RESPONSE_STREAM"] * 2  # /stream, a conversation's
     assert fn["Properties"]["Handler"] == "run.sh"
     env = environment(fn, global_function)
     for key, value in LWA_ENV.items():
@@ -183,13 +187,13 @@ def test_stream_integration_timeout_fits_the_function(
     template: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
 ) -> None:
     fn = functions["StreamFunction"]
-    (event,) = [p for name, _, p in api_events(functions) if name == "StreamFunction"]
+    events = [p for name, _, p in api_events(functions) if name == "StreamFunction"]
     timeout = int(resolve(template, prop(fn, global_function, "Timeout")))
-    assert event["TimeoutInMillis"] <= timeout * 1000
-    # The stream's deadline is counted from the request with the same budget as API Gateway's.
-    assert (
-        float(fn["Properties"]["Environment"]["Variables"]["STREAM_BUDGET_SECONDS"]) * 1000 == event["TimeoutInMillis"]
-    )
+    for event in events:
+        assert event["TimeoutInMillis"] <= timeout * 1000
+        # The stream's deadline is counted from the request with the same budget as API Gateway's.
+        budget = float(fn["Properties"]["Environment"]["Variables"]["STREAM_BUDGET_SECONDS"])
+        assert budget * 1000 == event["TimeoutInMillis"]
     assert template["Resources"]["Api"]["Properties"]["EndpointConfiguration"]["Type"] == "REGIONAL"
 
 

@@ -21,7 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from claudekit import limits
+from claudekit import idempotency, limits
 from claudekit.client import ClaudeResult, get_client
 from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
@@ -115,12 +115,43 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
                     "isBase64Encoded": False,
                 }
             else:
-                result = app.resolve(event, context)
+                result = idempotent(event, context, lambda: app.resolve(event, context))
         # The caller's request window as its admission left it, on successes and refusals alike.
         result["headers"] = {**(result.get("headers") or {}), **admitted.headers()}
         return with_standard_headers(result, rid)
 
     return handler
+
+
+_idempotency: idempotency.Idempotency | None = None
+
+
+def idempotent(event: dict[str, Any], context: LambdaContext, resolve: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A POST with an Idempotency-Key by an identified caller runs once; retries get its response."""
+    global _idempotency
+    rid = str((event.get("requestContext") or {}).get("requestId") or "")
+    claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
+    if event.get("httpMethod") != "POST" or not claims.get("sub"):
+        return resolve()
+    try:
+        key = idempotency.key_of(event.get("headers"))
+        if key is None:
+            return resolve()
+        _idempotency = _idempotency or idempotency.Idempotency(get_settings().table_name)
+        data = idempotency.request_data(str(claims["sub"]), "POST", str(event.get("path")), key, event.get("body"))
+        result, replayed = _idempotency.run(data, resolve, context)
+    except ClaudeError as exc:
+        return {
+            "statusCode": exc.status,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
+            "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
+            "isBase64Encoded": False,
+        }
+    if replayed:
+        result.setdefault("headers", {})
+        result["headers"] = {**(result["headers"] or {}), idempotency.REPLAYED: "true", "X-Request-Id": rid}
+        result.get("multiValueHeaders", {}).pop("X-Request-Id", None)
+    return result
 
 
 def check_body(event: dict[str, Any]) -> None:
@@ -165,7 +196,7 @@ def error_body(exc: ClaudeError, rid: str) -> dict[str, Any]:
 
 def error_headers(exc: ClaudeError, rid: str) -> dict[str, str]:
     headers = {"X-Request-Id": rid, **JSON_HEADERS}
-    if exc.retry_after is not None and exc.status in (429, 503, 504):
+    if exc.retry_after is not None and exc.status in (409, 429, 503, 504):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return headers
 

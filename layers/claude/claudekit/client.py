@@ -90,6 +90,9 @@ class ClaudeRequest:
     max_tokens: int | None = None
     output_schema: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # A multi-turn conversation: mark the last user turn of `history` and the prompt for caching
+    # (see `_cache_turns`), so each turn reads what the previous one wrote.
+    cache_turns: bool = False
     # Longest retry-after to sleep through inside the call; longer waits are raised to the caller
     # (the batch consumer hands them to SQS visibility instead of paying Lambda time to wait).
     max_retry_wait: float | None = None
@@ -331,6 +334,8 @@ class ClaudeClient:
             raise InputTooLarge(f"input is {input_chars} characters; the limit is {s.max_input_chars}")
         model = model_for(request.task, s)
         messages = [*request.history, {"role": "user", "content": request.prompt}]
+        if request.cache_turns:
+            messages = _cache_turns(messages, s.cache_ttl)
         params: dict[str, Any] = {
             "max_tokens": max_tokens_for(request.task, request.max_tokens, s),
             "messages": messages,
@@ -348,12 +353,14 @@ class ClaudeClient:
         if request.output_schema is not None:
             params["output_config"] = {"format": {"type": "json_schema", "schema": request.output_schema}}
             pieces.append(_utf8_bytes(request.output_schema))
+        prompt_tokens = sum(pieces) + MESSAGE_OVERHEAD_TOKENS * len(pieces)
         return _Call(
             model=model,
             params=params,
             input_chars=input_chars,
-            prompt_tokens=sum(pieces) + MESSAGE_OVERHEAD_TOKENS * len(pieces),
-            cacheable_tokens=cacheable,
+            prompt_tokens=prompt_tokens,
+            # With turns marked, all of the prompt may be written to cache.
+            cacheable_tokens=prompt_tokens if request.cache_turns else cacheable,
             day=utc_date(),
             max_retry_wait=request.max_retry_wait,
         )
@@ -841,6 +848,18 @@ def _delta_bytes(delta: Any) -> int:
         if isinstance(value, str):
             return len(value.encode("utf-8", "surrogatepass"))
     return 0
+
+
+def _cache_turns(messages: list[dict[str, Any]], ttl: str) -> list[dict[str, Any]]:
+    """Breakpoints on the last two user turns (Anthropic's multi-turn pattern): the earlier one is
+    where the previous call wrote its prefix, so this call reads it; the last one writes the prefix
+    the next call will read. Below the model's minimum cacheable length they silently do nothing."""
+    marked = list(messages)
+    users = [i for i, m in enumerate(marked) if m.get("role") == "user" and isinstance(m.get("content"), str)]
+    for i in users[-2:]:
+        block = {"type": "text", "text": marked[i]["content"], "cache_control": {"type": "ephemeral", "ttl": ttl}}
+        marked[i] = {**marked[i], "content": [block]}
+    return marked
 
 
 def _utf8_bytes(content: Any) -> int:

@@ -108,6 +108,15 @@ class IdeasBody(Body):
     count: int = Field(3, ge=1, le=10)
 
 
+class ConversationBody(Body):
+    system: Text | None = None
+
+
+class ConversationMessageBody(Body):
+    prompt: Text
+    max_tokens: int | None = Field(None, ge=1)
+
+
 class UsageOut(BaseModel):
     input_tokens: int
     output_tokens: int
@@ -147,3 +156,22 @@ class IdeasOut(BaseModel):
     model: str
     usage: UsageOut
     cost_usd: float
+
+
+class CompactedOut(BaseModel):
+    mode: Literal["summarized", "dropped"]
+    messages: int
+    cost_usd: float
+
+
+class ConversationTurnOut(BaseModel):
+    conversation_id: str
+    text: str
+    model: str
+    stop_reason: str | None
+    truncated: bool
+    usage: UsageOut
+    cost_usd: float
+    messages: int
+    compacted: CompactedOut | None
+    request_id: str | None

@@ -84,6 +84,14 @@ class NotFound(ClaudeError):
     default_message = "not found"
 
 
+class Conflict(ClaudeError):
+    """Another request on the same resource is still running; retrying shortly will work."""
+
+    code = "CONFLICT"
+    status = 409
+    default_message = "another request on this resource is still running; retry shortly"
+
+
 class InputTooLarge(ClaudeError):
     code = "INPUT_TOO_LARGE"
     status = 413

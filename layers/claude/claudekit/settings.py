@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
     batch_poll_seconds: int = Field(60, ge=0, le=900)
 
+    # Conversations: history kept this long after the last turn (DynamoDB TTL), and at most this many
+    # characters sent per turn (system, summary, history and prompt); past it the oldest turns are
+    # summarised by the fast model or dropped. The cap keeps a stored conversation under DynamoDB's
+    # 400 KB item limit.
+    conversation_ttl_seconds: int = Field(7 * 86_400, ge=60, le=365 * 86_400)
+    conversation_max_chars: int = Field(40_000, ge=1_000, le=60_000)
+    conversation_overflow: Literal["summarize", "drop"] = "summarize"
+
     # Price overrides: JSON object of whole rows {model_id: {min_cache_tokens, batch_factor, periods}},
     # the shape of claudekit/prices.json (docs/operations.md); validated when the client is built.
     pricing_json: str | None = None

@@ -1,0 +1,51 @@
+"""POST /conversations, POST /conversations/{id}/messages (buffered) and GET /conversations/{id}.
+
+The streamed variant of adding a message is POST /conversations/{id}/stream on the stream
+function: API Gateway cannot stream from a buffered function.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from claudekit import api, conversations
+from claudekit.client import get_client
+from claudekit.contract import ConversationBody, ConversationMessageBody, ConversationTurnOut
+
+app = api.create_app()
+_store: conversations.ConversationStore | None = None
+
+
+def store() -> conversations.ConversationStore:
+    global _store
+    if _store is None:
+        _store = conversations.ConversationStore(get_client().settings)
+    return _store
+
+
+@app.post("/conversations")
+def create(body: Annotated[ConversationBody | None, Body()] = None) -> Any:
+    # No body at all starts a conversation without a system prompt.
+    conv = store().create(api.caller(app), body.system if body else None)
+    return api.respond(app, conv.public(), status=201)
+
+
+@app.get("/conversations/<conversation_id>")
+def read(conversation_id: str) -> Any:
+    return api.respond(app, store().get(conversation_id, api.caller(app)).public())
+
+
+@app.post("/conversations/<conversation_id>/messages")
+def message(conversation_id: str, body: ConversationMessageBody) -> Any:
+    client, user, deadline = get_client(), api.caller(app), api.deadline(app)
+    conv = store().get(conversation_id, user)
+    turn = conversations.prepare(client, store(), conv, body.prompt, body.max_tokens, user, deadline)
+    result = conversations.answer(client, store(), turn, deadline)
+    return api.respond(
+        app, ConversationTurnOut(**conversations.turn_fields(turn, result), request_id=api.request_id(app))
+    )
+
+
+handler = api.lambda_handler(app)
