@@ -189,16 +189,18 @@ class ApiGatewayShim:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        # HTTP header bytes are ISO-8859-1 (RFC 9110): any byte decodes, so a client's odd header is
+        # passed on as API Gateway would pass it, never a 500 from the shim.
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
         if method == "GET" and path == "/":
             await _send_playground(send)
             return
         matched = [(r, p) for r in self.routes if (p := r.match(method, path)) is not None]
         if not matched:
-            known = any(r.match(r.method, path) is not None for r in self.routes)
-            status, code = (405, "METHOD_NOT_ALLOWED") if known else (404, "NOT_FOUND")
-            await _send_json(send, status, _error(code, f"no route for {method} {path}", request_id), request_id)
+            # A REST API answers an undeclared method like an unknown path (its MISSING_AUTHENTICATION_TOKEN
+            # response, which the template maps to 404 NOT_FOUND).
+            await _send_json(send, 404, _error("NOT_FOUND", f"no route for {method} {path}", request_id), request_id)
             return
         route, params = matched[0]
         # Locally the caller picks the identity; deployed, the Cognito authorizer sets it.
@@ -221,7 +223,7 @@ class ApiGatewayShim:
             return
 
         query: dict[str, list[str]] = {}
-        for pair in scope.get("query_string", b"").decode().split("&"):
+        for pair in scope.get("query_string", b"").decode("latin-1").split("&"):
             if pair:
                 key, _, value = pair.partition("=")
                 query.setdefault(key, []).append(value)

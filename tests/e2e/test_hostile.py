@@ -49,7 +49,7 @@ FIELDS: list[tuple[str, tuple[str | int, ...]]] = [
 ]
 UNSENDABLE = ["\udfff", "hello \ud800 world", "\ud83d"]  # lone surrogates: valid JSON, not Unicode text
 CONTROL = ["a\x00b", "\x1b[2Jcleared", "bell\x07", "del\x7f", "next\x85line"]
-BLANK = ["   ", "\n\t \r\n", "\u3000\u2003"]
+BLANK = ["   ", "\n\t \r\n", "\u3000\u2003", "\u200b", "\ufeff\u200d\u2060"]  # zero-width: invisible, blank
 EXPECTED_HEADERS = {"x-content-type-options": "nosniff", "cache-control": "no-store"}
 ROUTES = [("POST", path) for path in BODIES] + [("GET", "/usage"), ("GET", f"/jobs/{uuid.uuid4()}")]
 
@@ -228,3 +228,26 @@ def test_every_response_carries_a_request_id_even_the_shims_own(stack: StackClie
     assert usage.status == 200
     for name, value in EXPECTED_HEADERS.items():
         assert usage.headers[name] == value
+
+
+def test_odd_header_bytes_and_undeclared_methods_get_the_envelope(stack: StackClient) -> None:
+    """A header that is not UTF-8 is passed on, never a 500; a method the template does not declare
+    is 404 NOT_FOUND, as API Gateway's MISSING_AUTHENTICATION_TOKEN response is mapped."""
+    import http.client
+    from urllib.parse import urlparse
+
+    target = urlparse(stack.url)
+    conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+    conn.putrequest("GET", "/usage")
+    conn.putheader("User-Agent", b"caf\xe9")
+    conn.putheader("X-Trace", b"\xed\xbf\xbf")
+    conn.endheaders()
+    odd = conn.getresponse()
+    assert odd.status == 200, odd.read()
+    assert odd.getheader("x-request-id")
+    conn.close()
+    for method, path in [("OPTIONS", "/generate"), ("PUT", "/generate"), ("GET", "/jobs"), ("POST", "/jobs/abc")]:
+        reply = stack.call(method, path, user="someone")
+        assert reply.status == 404, (method, path)
+        assert reply.body["error"]["code"] == "NOT_FOUND"
+        assert reply.headers["x-request-id"] == reply.body["error"]["request_id"]

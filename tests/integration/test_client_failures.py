@@ -189,7 +189,7 @@ def test_malformed_json_is_retried_then_reported(client: ClaudeClient, sim: Simu
     assert client.complete(request(), Deadline.after(10)).attempts == 2
 
     sim.script(*[Fault.malformed()] * 3)
-    with pytest.raises(errors.UpstreamServerError):
+    with pytest.raises(errors.UpstreamMalformed):
         client.complete(request(), Deadline.after(10))
 
 

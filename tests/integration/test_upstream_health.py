@@ -65,6 +65,23 @@ def test_unencodable_text_is_the_callers_error_never_retried_counted_or_sent_to_
     assert result.model == "claude-sonnet-4-5" and result.attempts == 1
 
 
+def test_malformed_replies_are_retried_but_never_open_the_circuit(
+    make_client: Any, sim: Simulator, local_aws: LocalAws, settings_env: dict[str, str]
+) -> None:
+    """A 200 of the wrong shape is worth another attempt, but the service did answer: however many
+    arrive, the breaker stays closed and the next healthy request is served by its routed model."""
+    client = make_client(breaker_failure_threshold=2, model_fallback="", model_balanced="claude-sonnet-4-5")
+    sim.script(*[Fault.malformed()] * 9)
+    for _ in range(3):
+        with pytest.raises(errors.UpstreamMalformed) as caught:
+            client.complete(request(), Deadline.after(10))
+        assert caught.value.status == 502 and caught.value.code == "UPSTREAM_ERROR"
+    assert calls(sim) == 9  # three attempts each: retried, never cut short by an open circuit
+    assert breaker_state(local_aws, settings_env["TABLE_NAME"], "claude-sonnet-4-5") is None
+    result = client.complete(request(), Deadline.after(10))
+    assert result.model == "claude-sonnet-4-5" and result.attempts == 1
+
+
 def test_x_should_retry_overrides_the_status(make_client: Any, sim: Simulator) -> None:
     client = make_client(model_fallback="")
     sim.script(Fault.status(529, headers={"x-should-retry": "false"}))

@@ -15,8 +15,17 @@ from claudekit.errors import MalformedRequest
 from claudekit.jobs import JobMessage, JobsBody
 
 NOT_TEXT = ["\udfff", "a\ud800b", "\x00", "x\x01", "\x0b", "\x0c", "\x1b[31m", "\x7f", "\x85", "\x9f"]
-BLANK = ["", " ", "\n\t\r\n", "\u3000", "\u2003\u00a0"]
-TEXT = ["a", "line\nbreak", "tab\there", "crlf\r\nok", "\U0001f680 \U0001f9d1\u200d\U0001f4bb", "e\u0301", "\ufeffbom"]
+BLANK = ["", " ", "\n\t\r\n", "\u3000", "\u2003\u00a0", "\u200b", "\ufeff", "\u200d\u2060 \u200b"]
+TEXT = [
+    "a",
+    "line\nbreak",
+    "tab\there",
+    "crlf\r\nok",
+    "\U0001f680 \U0001f9d1\u200d\U0001f4bb",
+    "e\u0301",
+    "\ufeffbom",
+    "zero\u200bwidth",
+]
 
 
 def bodies(value: str) -> list[tuple[type[Any], dict[str, Any]]]:

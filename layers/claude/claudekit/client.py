@@ -45,6 +45,7 @@ from claudekit.errors import (
     SpendLimitReached,
     StructuredOutputError,
     UpstreamAuth,
+    UpstreamMalformed,
     UpstreamRateLimited,
     UpstreamServerError,
     UpstreamTimeout,
@@ -308,7 +309,7 @@ class ClaudeClient:
     def batch_result(self, message: Any, on: str | None = None) -> ClaudeResult:
         """A succeeded batch request's Message as a ClaudeResult, its cost at the batch rate in
         force on `on` (the ISO date the batch was reserved; today if unknown). A result whose
-        usage is malformed raises UpstreamServerError."""
+        usage is malformed raises UpstreamMalformed."""
         with _malformed_is_upstream_error():
             result = _result_of(message, str(message.model))
         result.cost_usd = self._costs(result, _day(on), batch=True).actual
@@ -816,7 +817,7 @@ def _malformed_is_upstream_error() -> Iterator[None]:
     try:
         yield
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise UpstreamServerError("the model service returned a malformed response") from exc
+        raise UpstreamMalformed() from exc
 
 
 def _result_of(message: Any, model: str) -> ClaudeResult:

@@ -2,8 +2,9 @@
 
 Unknown fields are rejected so a typo never silently changes behaviour. Every string a caller
 sends is `Text`: Unicode scalar values only, no control characters but tab and line breaks,
-never blank. Long free text (prompt, system, text, job input) is not capped here: the client
-enforces MAX_INPUT_CHARS and answers 413, not 422. Short fields carry their own caps.
+never blank (white space and invisible format characters alone count as blank). Long free text
+(prompt, system, text, job input) is not capped here: the client enforces MAX_INPUT_CHARS and
+answers 413, not 422. Short fields carry their own caps.
 
 A body is parsed by `parse_json` before any model sees it, so every malformed body (not UTF-8,
 not JSON, NaN, nested deeper than any valid body) is one 400 on every route, REST and stream.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
@@ -34,9 +36,15 @@ def check_text(value: object) -> object:
     if isinstance(value, str):
         if _NOT_TEXT.search(value):
             raise ValueError("must be text: no control characters (except tab and line breaks), no lone surrogates")
-        if not value.strip():
+        if not _visible(value):
             raise ValueError("must not be blank")
     return value
+
+
+def _visible(value: str) -> bool:
+    """Some character that is neither white space nor an invisible format character (zero-width
+    space, joiners, BOM: Unicode category Cf), which would make a billed call about nothing."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in value)
 
 
 # The one string type of every request field (routes and job items alike).

@@ -133,6 +133,15 @@ class UpstreamServerError(UpstreamError):
     retryable = True
 
 
+class UpstreamMalformed(UpstreamError):
+    """A 200 whose body or usage is not what the API documents. Worth another attempt, but not a
+    health failure: the service answered, so the breaker never counts it (a garbled reply must not
+    pause the service for every user)."""
+
+    retryable = True
+    default_message = "the model service returned a malformed response"
+
+
 class UpstreamRejected(UpstreamError):
     """Upstream refused the request as built (400/404/422): retrying cannot help."""
 
@@ -216,7 +225,8 @@ class UpstreamTimeout(ClaudeError):
 
 
 # Failures that say something about upstream health; only these count toward the circuit breaker.
-# Not upstream 429s (our account's limit), spend limits, 4xx, nor anything that failed on our side.
+# Not upstream 429s (our account's limit), spend limits, 4xx, malformed replies (the service did
+# answer), nor anything that failed on our side.
 BREAKER_FAILURES: tuple[type[ClaudeError], ...] = (
     UpstreamServerError,
     UpstreamOverloaded,
@@ -229,6 +239,7 @@ BREAKER_FAILURES: tuple[type[ClaudeError], ...] = (
 TRANSIENT: tuple[type[ClaudeError], ...] = (
     UpstreamUnavailable,
     UpstreamServerError,
+    UpstreamMalformed,
     UpstreamTimeout,
     DependencyUnavailable,
 )

@@ -25,6 +25,7 @@ from claudekit.errors import (
     InvalidRequest,
     SpendLimitReached,
     UpstreamAuth,
+    UpstreamMalformed,
     UpstreamOverloaded,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -138,7 +139,7 @@ def classify(exc: BaseException) -> ClaudeError:
         # Raised by a stream cut mid-body: the SDK does not wrap errors while iterating.
         return UpstreamServerError("the connection to the model service broke")
     if isinstance(exc, anthropic.APIResponseValidationError | json.JSONDecodeError):
-        return UpstreamServerError("the model service returned a malformed response")
+        return UpstreamMalformed()
     if isinstance(exc, anthropic.APIError):
         return UpstreamServerError()
     raise exc
