@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 from starlette.concurrency import run_in_threadpool
 
+from local import docs
 from local.instances import FunctionPool, WebAdapterPool, WebInstance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,6 +192,9 @@ class ApiGatewayShim:
         method, path = scope["method"], scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
+        if method == "GET" and (docs_page := docs.page(path)) is not None:  # Swagger UI, local only
+            await _send_bytes(send, 200, *docs_page, request_id)
+            return
         matched = [(r, p) for r in self.routes if (p := r.match(method, path)) is not None]
         if not matched:
             known = any(r.match(r.method, path) is not None for r in self.routes)
@@ -366,6 +370,12 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: 
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _send_result(send: Send, result: dict[str, Any]) -> None:

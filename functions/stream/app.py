@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 
 from claudekit import api, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import GenerateBody, parse_json
+from claudekit.contract import GenerateBody, StreamDone, parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
@@ -148,7 +148,9 @@ def sse(event: str, data: Mapping[str, Any]) -> bytes:
 
 
 def done_fields(result: ClaudeResult) -> dict[str, Any]:
-    return {"model": result.model, "stop_reason": result.stop_reason, **_usage_and_cost(result)}
+    return StreamDone(model=result.model, stop_reason=result.stop_reason, **_usage_and_cost(result)).model_dump(
+        mode="json"
+    )
 
 
 def _usage_and_cost(result: ClaudeResult) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from claudekit import openapi
 from claudekit.client import ClaudeResult, get_client
 from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
@@ -31,6 +32,9 @@ from claudekit.telemetry import logger, tracer
 # On every JSON response, errors included: bodies are per user and must never be sniffed or cached.
 JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
+
+# The routes' OpenAPI `responses`: the success model and the error envelope of each status it can return.
+responses = openapi.responses
 
 # What a field name or list index of our contract looks like (anything else came from the caller).
 _FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -61,12 +65,14 @@ def deadline(app: APIGatewayRestResolver) -> Deadline:
     )
 
 
-def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], status: int = 200) -> Response[str]:
-    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], status: int = 200) -> Response[Any]:
+    """The route's model as the body: the resolver validates it against the handler's declared
+    `Response[Model]` (a mismatch is a 500, our bug) and serialises it, so the OpenAPI document
+    tells the truth about responses."""
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(data, separators=(",", ":")),
+        body=body,
         headers={"X-Request-Id": request_id(app), **JSON_HEADERS},
     )
 
@@ -189,7 +195,12 @@ def create_app() -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
-        return _error(app, validation_error(list(exc.errors())))
+        errors = list(exc.errors())
+        if any(tuple(err.get("loc", ()))[:1] == ("response",) for err in errors):
+            # Powertools reports a response that breaks its declared model this way: our bug, not the caller's.
+            logger.error("response does not match its declared model", extra={"errors": len(errors)})
+            return _error(app, ClaudeError())
+        return _error(app, validation_error(errors))
 
     @app.exception_handler(ClaudeError)
     def _claude(exc: ClaudeError) -> Response[str]:

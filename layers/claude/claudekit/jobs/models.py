@@ -10,7 +10,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from claudekit.contract import Body, ClassifyBody, GenerateBody, GenerateTask, IdeasBody, Text
+from claudekit.contract import (
+    Body,
+    ClassifyBody,
+    ClassifyOut,
+    GenerateBody,
+    GenerateOut,
+    GenerateTask,
+    IdeasBody,
+    IdeasOut,
+    Text,
+)
 from claudekit.errors import (
     ClaudeError,
 )
@@ -201,3 +211,35 @@ def digest(text: str) -> str:
 
 def error_of(exc: ClaudeError) -> dict[str, str]:
     return {"code": exc.code, "message": exc.message}
+
+
+# ---- what POST /jobs and GET /jobs/{id} answer ------------------------------------------------
+
+
+class JobRef(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class JobsOut(BaseModel):
+    """POST /jobs: one entry per item, in order."""
+
+    jobs: list[JobRef]
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    """GET /jobs/{id}: `result` (the route's response shape) once succeeded, `error` once failed."""
+
+    id: str
+    task: JobTask
+    status: JobStatus
+    mode: JobMode
+    result: GenerateOut | ClassifyOut | IdeasOut | None = None
+    error: JobError | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
