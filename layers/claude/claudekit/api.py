@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -26,6 +26,7 @@ from claudekit.client import ClaudeResult, get_client
 from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest, NotFound, Unauthorized
+from claudekit.jobs.models import JobTask
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger, tracer
 
@@ -38,6 +39,10 @@ responses = openapi.responses
 
 # What a field name or list index of our contract looks like (anything else came from the caller).
 _FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
+# A union branch in a pydantic location: a model's name (no contract field is CamelCase) or a
+# validator's label such as `function-after[check_text(), constrained-str]`.
+_BRANCH = re.compile(r"[A-Z][A-Za-z0-9]*|[a-z-]+\[.*\]")
+_JOB_TASKS = frozenset(get_args(JobTask))
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
@@ -179,9 +184,20 @@ def validation_error(errors: list[Any]) -> InvalidRequest:
         return MalformedRequest()
     parts = []
     for err in errors[:5]:
-        loc = ".".join(_location(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = ".".join(_location(p) for p in _fields(tuple(err.get("loc", ()))) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return InvalidRequest("; ".join(parts))
+
+
+def _fields(loc: tuple[Any, ...]) -> list[Any]:
+    """The path through the body's fields: pydantic also names the union branch it tried (a job
+    item's task, a model or validator label), which means nothing to the caller."""
+    return [
+        part
+        for i, part in enumerate(loc)
+        if not (isinstance(part, str) and _BRANCH.fullmatch(part))
+        and not (i and isinstance(loc[i - 1], int) and part in _JOB_TASKS)
+    ]
 
 
 def _location(part: object) -> str:

@@ -37,11 +37,13 @@ ERRORS: dict[int, str] = {
     401: "UNAUTHORIZED: no authenticated caller",
     404: "NOT_FOUND: no such resource (or not yours)",
     413: "INPUT_TOO_LARGE: the input passes MAX_INPUT_CHARS",
-    422: "VALIDATION_ERROR: the body does not match its schema",
+    422: "VALIDATION_ERROR: the body does not match its schema; COST_EXCEEDS_BUDGET: the request alone costs more "
+    "than the whole daily budget",
     429: "RATE_LIMITED, BUDGET_EXCEEDED or too many jobs in flight: wait Retry-After seconds",
     500: "INTERNAL_ERROR: a bug or a misconfiguration, never bad input",
     502: "UPSTREAM_ERROR or UPSTREAM_AUTH: Claude failed or answered something unusable",
-    503: "UPSTREAM_UNAVAILABLE: Claude is overloaded or the circuit is open: wait Retry-After seconds",
+    503: "UPSTREAM_UNAVAILABLE (Claude overloaded or unreachable, circuit open) or SERVICE_UNAVAILABLE (one of our "
+    "dependencies): wait Retry-After seconds",
     504: "UPSTREAM_TIMEOUT: Claude did not answer within the request's deadline",
 }
 # The statuses a route that calls Claude can answer with, and one that only reads.

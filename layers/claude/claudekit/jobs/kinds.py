@@ -3,7 +3,7 @@
 Realtime jobs call the task as the route does (one repair turn for structured output included).
 Message Batches jobs send the same request (`batch_request`) and read the answer with the same
 checks (`batch_answer`); a batch has no repair turn, so an invalid structured answer fails the job
-with STRUCTURED_OUTPUT_INVALID (it was billed, so it is charged).
+with UPSTREAM_ERROR (it was billed, so it is charged).
 """
 
 from __future__ import annotations
