@@ -159,6 +159,7 @@ def build() -> dict[str, Any]:
             if not matches:
                 raise SystemExit(f"{logical} serves no {method} {path} that the template routes to it")
             operation_path, operation = matches[0]
+            _default_errors(operation, operation_path, schemas)
             for name, definition in generated.get("components", {}).get("schemas", {}).items():
                 if schemas.setdefault(name, definition) != definition:
                     raise SystemExit(f"two different schemas are both named {name}")
@@ -177,6 +178,27 @@ def build() -> dict[str, Any]:
         },
         "security": [{"cognito": []}],
     }
+
+
+def _default_errors(operation: dict[str, Any], path: str, schemas: dict[str, Any]) -> None:
+    """A route that declares no errors of its own (`responses=api.responses(...)`, which every route
+    should) gets every error an authenticated route can answer, so the document never omits one."""
+    from claudekit import openapi
+
+    responses = operation.setdefault("responses", {})
+    own = [code for code in responses if code.startswith(("4", "5")) and code != "422"]
+    if own:
+        return
+    codes = set(openapi.CLAUDE_ERRORS if "requestBody" in operation else openapi.READ_ERRORS) | {429, 503}
+    if "{" in path:
+        codes.add(404)
+    success = next((responses[c] for c in sorted(responses) if c.startswith("2")), None)
+    if success is not None:
+        success.setdefault("headers", {}).update(openapi.REQUEST_ID)
+    for code, declared in openapi.responses(*sorted(codes)).items():
+        if code >= 400:
+            declared["content"] = {"application/json": {"schema": _schema(openapi.ErrorOut, schemas)}}
+            responses[str(code)] = declared
 
 
 def _tidy(operation: dict[str, Any]) -> None:

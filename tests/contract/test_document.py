@@ -64,3 +64,24 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     doc = document()
     assert doc["openapi"] == "3.1.0"
     Draft202012Validator(definitions.OPENAPI_31).validate(doc)
+
+
+def test_a_route_that_declares_no_errors_gets_every_error_it_can_answer() -> None:
+    from local.openapi import _default_errors, _tidy
+
+    powertools = {"$ref": "#/components/schemas/HTTPValidationError"}
+    operation = {
+        "requestBody": {},
+        "responses": {
+            "200": {"description": "ok"},
+            "422": {"description": "Validation Error", "content": {"application/json": {"schema": powertools}}},
+        },
+    }
+    schemas: dict[str, object] = {}
+    _default_errors(operation, "/conversations/{id}", schemas)
+    _tidy(operation)
+
+    responses = operation["responses"]
+    assert set(responses) == {"200", "404", *CLAUDE_ERRORS}
+    assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
+    assert "ErrorOut" in schemas and "X-Request-Id" in responses["200"]["headers"]
