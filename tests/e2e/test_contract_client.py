@@ -4,6 +4,7 @@ route, and the answer validates against the document's own response schema. /doc
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -61,6 +62,24 @@ def test_a_client_generated_from_the_served_document_calls_a_route(stack: StackC
     status, body = api["getJob"](job_id="00000000-0000-4000-8000-000000000000")
     assert status == 404
     response_schema(served, "getJob", 404).validate(body)
+
+
+def test_a_classify_job_answers_in_the_documented_shape(stack: StackClient, user: str) -> None:
+    served = json.loads((ROOT / "openapi.json").read_text())
+    api = generated_client(served, stack.url, {"X-User-Id": user})
+    item = {"task": "classify", "input": {"text": "Refund my second charge.", "labels": ["billing", "bug"]}}
+    status, body = api["createJobs"]({"items": [item]})
+    assert status == 202
+    response_schema(served, "createJobs", 202).validate(body)
+    job_id = body["jobs"][0]["id"]
+
+    deadline = time.monotonic() + 30
+    while (job := api["getJob"](job_id=job_id)[1])["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+    assert job["status"] == "succeeded" and job["result"]["label"] in ("billing", "bug")
+    response_schema(served, "getJob", 200).validate(job)
 
 
 def test_docs_is_a_swagger_ui_page_for_the_document(stack: StackClient) -> None:
