@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 
 from claudekit import api, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import GenerateBody, StreamDone, parse_json
+from claudekit.contract import GenerateBody, StreamDelta, StreamDone, StreamError, parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
@@ -292,18 +292,24 @@ class EventStream(Response):
         item: Item | BaseException | _End = self.first
         while True:
             if isinstance(item, Delta):
-                await send({"type": "http.response.body", "body": sse("delta", {"text": item.text}), "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse("delta", StreamDelta(text=item.text).model_dump()),
+                        "more_body": True,
+                    }
+                )
             elif isinstance(item, ClaudeResult):
                 await send({"type": "http.response.body", "body": sse("done", done_fields(item)), "more_body": True})
                 break
             elif isinstance(item, BaseException):
                 exc = as_claude_error(item, self.request_id)
-                body = sse("error", {"code": exc.code, "message": exc.message})
+                body = sse("error", StreamError(code=exc.code, message=exc.message).model_dump())
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 break
             else:  # the worker ended without a result: the stream was closed under us
                 exc = ClaudeError("the stream ended unexpectedly")
-                body = sse("error", {"code": exc.code, "message": exc.message})
+                body = sse("error", StreamError(code=exc.code, message=exc.message).model_dump())
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 break
             item = await self.pump.get()
