@@ -13,7 +13,7 @@ SMOKE_BUILD := .aws-sam/build-$(SMOKE_ARCH)
 SAM_PYTHON ?= 3.13.0
 PORT ?= 3000
 
-.PHONY: venv run test lint typecheck scan unit lock prices validate build check-arch smoke-build smoke bench clean
+.PHONY: venv run test lint typecheck scan unit lock prices validate build check-arch smoke-build smoke bench clean openapi
 
 # The runtime locks first (hash-checked, exactly what sam build ships), then the dev tools.
 $(VENV)/.installed: requirements-dev.txt layers/claude/requirements.txt functions/stream/requirements.txt
@@ -50,6 +50,10 @@ $(SCAN_VENV)/.installed:
 	$(SCAN_VENV)/bin/pip install -q --upgrade pip
 	$(SCAN_VENV)/bin/pip install -q cfn-lint==1.58.0 cfn-lint-serverless==0.3.6 checkov==3.3.30
 	touch $@
+
+# Regenerate the OpenAPI document (layers/claude/claudekit/openapi.json) from the code and the template.
+openapi: venv
+	$(PY) -m local.openapi
 
 # Recompile the hash-locked runtime requirements from their requirements.in files.
 lock: venv

@@ -34,7 +34,7 @@ def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BAT
         consumer = jobs.JobConsumer(options=jobs.JobOptions(concurrency=per_batch, min_start_seconds=1))
         task: GenerateTask = "summarize"
         body = jobs.JobsBody(
-            items=[jobs.JobItem(task=task, input=f"Bench {i} {uuid.uuid4()}") for i in range(jobs_count)]
+            items=[jobs.GenerateJob(task=task, input=f"Bench {i} {uuid.uuid4()}") for i in range(jobs_count)]
         )
         submitted = jobs.submit(body, "bench-user")
         ids = [s.job_id for s in submitted]

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 from starlette.concurrency import run_in_threadpool
 
+from local import docs
 from local.instances import FunctionPool, WebAdapterPool, WebInstance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,6 +194,9 @@ class ApiGatewayShim:
         # passed on as API Gateway would pass it, never a 500 from the shim.
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = str(uuid.uuid4())
+        if method == "GET" and (docs_page := docs.page(path)) is not None:  # Swagger UI, local only
+            await _send_bytes(send, 200, *docs_page, request_id)
+            return
         if method == "GET" and path == "/":
             await _send_playground(send)
             return
@@ -381,6 +385,12 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: 
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _send_bytes(send: Send, status: int, body: bytes, content_type: str, request_id: str) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _send_result(send: Send, result: dict[str, Any]) -> None:

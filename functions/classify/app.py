@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from aws_lambda_powertools.event_handler import Response
 
 from claudekit import api, tasks
 from claudekit.client import get_client
 from claudekit.contract import ClassifyBody, ClassifyOut
+from claudekit.openapi import CLAUDE_ERRORS
 
 app = api.create_app()
 
 
-@app.post("/classify")
-def classify(body: ClassifyBody) -> Any:
+@app.post("/classify", operation_id="classify", responses=api.responses(*CLAUDE_ERRORS, limited=True))
+def classify(body: ClassifyBody) -> Response[ClassifyOut]:
     label, result = tasks.classify(get_client(), body, api.caller(app), api.deadline(app))
     return api.respond(
         app,

@@ -1,24 +1,26 @@
-"""POST /generate (one completion), GET /usage (this caller's usage, plan and limits) and
-GET /admin/usage (everyone's usage on a day, for the admin group)."""
+"""POST /generate (one completion), GET /usage (this caller's usage, plan and limits),
+GET /admin/usage (everyone's usage on a day, for the admin group) and GET /openapi.json."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from claudekit import api, tasks
+from claudekit import api, openapi, tasks
 from claudekit.client import get_client
 from claudekit.contract import GenerateBody, GenerateOut
 from claudekit.errors import InvalidRequest
+from claudekit.openapi import CLAUDE_ERRORS, READ_ERRORS
 from claudekit.settings import get_settings
 
 app = api.create_app()
 
 
-@app.post("/generate")
-def generate(body: GenerateBody) -> Any:
+@app.post("/generate", operation_id="generate", responses=api.responses(*CLAUDE_ERRORS, limited=True))
+def generate(body: GenerateBody) -> Response[GenerateOut]:
     result = tasks.generate(get_client(), body, api.caller(app), api.deadline(app))
     return api.respond(
         app,
@@ -43,16 +45,26 @@ def kept_day(day: date | None) -> date | None:
     return day
 
 
-@app.get("/usage")
+@app.get("/usage", operation_id="getUsage", responses=api.responses(*READ_ERRORS, 422))
 def usage(date: Annotated[date | None, Query()] = None) -> Any:
     return api.respond(app, get_client().ledger.report(api.caller(app), day=kept_day(date)))
 
 
-@app.get("/admin/usage")
+@app.get("/admin/usage", operation_id="getAdminUsage", responses=api.responses(*READ_ERRORS, 403, 422))
 def admin_usage(date: Annotated[date | None, Query()] = None) -> Any:
     api.require_group(app, get_settings().admin_group)
     day = kept_day(date) or datetime.now(UTC).date()
     return api.respond(app, get_client().ledger.operator_report(day))
+
+
+@app.get(
+    "/openapi.json",
+    operation_id="getOpenApi",
+    responses=api.responses(400, 500, description="This API's OpenAPI 3.1 document"),
+)
+def openapi_document() -> Response[dict[str, Any]]:
+    """Public (the template's route has no authorizer): the contract holds no data."""
+    return api.respond(app, openapi.document())
 
 
 handler = api.lambda_handler(app)

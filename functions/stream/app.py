@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 
 from claudekit import api, conversations, idempotency, limits, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import ConversationMessageBody, GenerateBody, parse_json
+from claudekit.contract import ConversationMessageBody, GenerateBody, StreamDelta, StreamDone, StreamError, parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
@@ -150,7 +150,9 @@ def sse(event: str, data: Mapping[str, Any]) -> bytes:
 
 
 def done_fields(result: ClaudeResult) -> dict[str, Any]:
-    return {"model": result.model, "stop_reason": result.stop_reason, **_usage_and_cost(result)}
+    return StreamDone(model=result.model, stop_reason=result.stop_reason, **_usage_and_cost(result)).model_dump(
+        mode="json"
+    )
 
 
 def _usage_and_cost(result: ClaudeResult) -> dict[str, Any]:
@@ -300,18 +302,24 @@ class EventStream(Response):
         item: Item | BaseException | _End = self.first
         while True:
             if isinstance(item, Delta):
-                await send({"type": "http.response.body", "body": sse("delta", {"text": item.text}), "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse("delta", StreamDelta(text=item.text).model_dump()),
+                        "more_body": True,
+                    }
+                )
             elif isinstance(item, ClaudeResult):
                 await send({"type": "http.response.body", "body": sse("done", self.done(item)), "more_body": True})
                 break
             elif isinstance(item, BaseException):
                 exc = as_claude_error(item, self.request_id)
-                body = sse("error", {"code": exc.code, "message": exc.message})
+                body = sse("error", StreamError(code=exc.code, message=exc.message).model_dump())
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 break
             else:  # the worker ended without a result: the stream was closed under us
                 exc = ClaudeError("the stream ended unexpectedly")
-                body = sse("error", {"code": exc.code, "message": exc.message})
+                body = sse("error", StreamError(code=exc.code, message=exc.message).model_dump())
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 break
             item = await self.pump.get()

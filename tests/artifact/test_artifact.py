@@ -227,3 +227,19 @@ def test_a_conversation_goes_through_the_rest_and_stream_functions(
         rest.close()
     assert len(sim.message_requests()) == 2
     assert_clean_logs(logs, json.loads(event("conversations-messages.json")["body"])["prompt"])
+
+
+def test_the_built_layer_publishes_the_openapi_document(
+    artifact: Artifact, python: Path, env_for: EnvFor, logs: Path
+) -> None:
+    """GET /openapi.json (public: no authorizer, so no claims) answers the committed document."""
+    request = event("usage.json")
+    request["resource"] = request["path"] = request["requestContext"]["resourcePath"] = "/openapi.json"
+    request["requestContext"].pop("authorizer")
+    invoker = start(artifact, "GenerateFunction", env_for("GenerateFunction"), python, logs)
+    try:
+        response = invoker.invoke(request)
+    finally:
+        invoker.close()
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"]) == json.loads((ROOT / "openapi.json").read_text(encoding="utf-8"))

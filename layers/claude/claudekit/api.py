@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -21,11 +21,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from claudekit import idempotency, limits
+from claudekit import idempotency, limits, openapi
 from claudekit.client import ClaudeResult, get_client
 from claudekit.contract import parse_json
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, Forbidden, InvalidRequest, MalformedRequest, NotFound, Unauthorized
+from claudekit.jobs.models import JobTask
 from claudekit.settings import get_settings
 from claudekit.telemetry import logger, tracer
 
@@ -33,8 +34,15 @@ from claudekit.telemetry import logger, tracer
 JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
+# The routes' OpenAPI `responses`: the success model and the error envelope of each status it can return.
+responses = openapi.responses
+
 # What a field name or list index of our contract looks like (anything else came from the caller).
 _FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
+# A union branch in a pydantic location: a model's name (no contract field is CamelCase) or a
+# validator's label such as `function-after[check_text(), constrained-str]`.
+_BRANCH = re.compile(r"[A-Z][A-Za-z0-9]*|[a-z-]+\[.*\]")
+_JOB_TASKS = frozenset(get_args(JobTask))
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
@@ -70,12 +78,14 @@ def deadline(app: APIGatewayRestResolver) -> Deadline:
     )
 
 
-def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], status: int = 200) -> Response[str]:
-    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], status: int = 200) -> Response[Any]:
+    """The route's model as the body: the resolver validates it against the handler's declared
+    `Response[Model]` (a mismatch is a 500, our bug) and serialises it, so the OpenAPI document
+    tells the truth about responses."""
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(data, separators=(",", ":")),
+        body=body,
         headers={"X-Request-Id": request_id(app), **JSON_HEADERS},
     )
 
@@ -217,9 +227,20 @@ def validation_error(errors: list[Any]) -> InvalidRequest:
         return MalformedRequest()
     parts = []
     for err in errors[:5]:
-        loc = ".".join(_location(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = ".".join(_location(p) for p in _fields(tuple(err.get("loc", ()))) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return InvalidRequest("; ".join(parts))
+
+
+def _fields(loc: tuple[Any, ...]) -> list[Any]:
+    """The path through the body's fields: pydantic also names the union branch it tried (a job
+    item's task, a model or validator label), which means nothing to the caller."""
+    return [
+        part
+        for i, part in enumerate(loc)
+        if not (isinstance(part, str) and _BRANCH.fullmatch(part))
+        and not (i and isinstance(loc[i - 1], int) and part in _JOB_TASKS)
+    ]
 
 
 def _location(part: object) -> str:
@@ -233,7 +254,12 @@ def create_app() -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
-        return _error(app, validation_error(list(exc.errors())))
+        errors = list(exc.errors())
+        if any(tuple(err.get("loc", ()))[:1] == ("response",) for err in errors):
+            # Powertools reports a response that breaks its declared model this way: our bug, not the caller's.
+            logger.error("response does not match its declared model", extra={"errors": len(errors)})
+            return _error(app, ClaudeError())
+        return _error(app, validation_error(errors))
 
     @app.exception_handler(ClaudeError)
     def _claude(exc: ClaudeError) -> Response[str]:

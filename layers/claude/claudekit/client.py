@@ -200,7 +200,7 @@ class ClaudeClient:
         self, request: ClaudeRequest, output: type[M], deadline: Deadline
     ) -> tuple[M, ClaudeResult]:
         """Ask for JSON matching `output`, validate it with pydantic, and allow one repair attempt."""
-        request.output_schema = anthropic.transform_schema(output.model_json_schema())
+        request.output_schema = output_schema(output)
         result = self.complete(request, deadline)
         try:
             return output.model_validate_json(result.text), result
@@ -884,6 +884,11 @@ def _describe(exc: ValidationError) -> str:
 
 _default: ClaudeClient | None = None
 _default_lock = threading.Lock()
+
+
+def output_schema(output: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema structured output sends for `output` (realtime and batch requests alike)."""
+    return dict(anthropic.transform_schema(output.model_json_schema()))
 
 
 def get_client() -> ClaudeClient:

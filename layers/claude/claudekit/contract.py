@@ -183,3 +183,28 @@ class ConversationTurnOut(BaseModel):
     messages: int
     compacted: CompactedOut | None
     request_id: str | None
+
+
+# POST /stream's server-sent events, in order: `delta`..., then `done` or `error`.
+
+
+class StreamDelta(BaseModel):
+    """`event: delta`: the next piece of text."""
+
+    text: str
+
+
+class StreamDone(BaseModel):
+    """`event: done`: the stream ended; what it cost."""
+
+    model: str
+    stop_reason: str | None
+    usage: UsageOut
+    cost_usd: float
+
+
+class StreamError(BaseModel):
+    """`event: error`: the upstream failed mid-stream; the stream ends here."""
+
+    code: str
+    message: str

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from claudekit.client import ClaudeClient, ClaudeRequest, get_client
+from claudekit.client import ClaudeClient, get_client
 from claudekit.deadline import Deadline, LambdaContextLike
 from claudekit.errors import (
     TRANSIENT,
@@ -39,15 +39,15 @@ from claudekit.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from claudekit.jobs import kinds
 from claudekit.jobs.models import (
     FEATURE,
     IN_CALL_RETRY_WAIT_SECONDS,
     BatchPollMessage,
     JobMessage,
     JobOptions,
-    digest,
     error_of,
-    result_of,
+    input_digest,
 )
 from claudekit.jobs.store import QueueInfo, _aws, queue_info, reset_clients, store_for
 from claudekit.jobs.submit import _batch_request, _plausible_id, _send_poll
@@ -178,7 +178,7 @@ class JobConsumer:
             return self._poison(sqs, record, queue, "unknown job")
         if job.get("owner") != message.user:
             return self._poison(sqs, record, queue, "message user is not the job's owner")
-        if job.get("task") != message.task or job.get("input_sha256") != digest(message.input):
+        if job.get("task") != message.task or job.get("input_sha256") != input_digest(message.input):
             self.store.to_failed(
                 message.job_id,
                 {"code": "INTERNAL_ERROR", "message": "the job's message does not match the job"},
@@ -235,15 +235,15 @@ class JobConsumer:
         if not self.store.to_running(message.job_id, message_id):
             raise _JobFinished()
         deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
-        request = ClaudeRequest(
+        # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
+        return kinds.run(
+            self.client(),
+            message.item(),
+            message.user,
+            deadline,
             feature=FEATURE,
-            task=message.task,
-            user_id=message.user,
-            prompt=message.input,
-            # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
             max_retry_wait=IN_CALL_RETRY_WAIT_SECONDS,
         )
-        return result_of(self.client().complete(request, deadline))
 
     # -- message batches ------------------------------------------------------------------
 
@@ -294,7 +294,7 @@ class JobConsumer:
                 continue
             if job.get("status") not in ("queued", "running"):
                 continue  # written by an earlier delivery of this poll
-            request = _batch_request(poll.user, str(job["task"]), "")
+            request = _batch_request(poll.user, str(job["task"]))
             reserved = job.get("reservation") or {}
             reservation = Reservation(
                 str(reserved.get("user_key", hash_user(poll.user))),
@@ -315,7 +315,15 @@ class JobConsumer:
                         )
                         finished += 1
                     continue
-                if self.store.finish_batch_job(job_id, poll.batch_id, result=result_of(result)):
+                try:
+                    answer = kinds.batch_answer(str(job["task"]), job.get("answer_check"), result)
+                except ClaudeError as invalid:
+                    # Answered and billed, but not a valid answer (a batch has no repair turn): charged, failed.
+                    if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(invalid)):
+                        client.settle_batch(request, reservation, result)
+                        finished += 1
+                    continue
+                if self.store.finish_batch_job(job_id, poll.batch_id, result=answer):
                     client.settle_batch(request, reservation, result)
                     finished += 1
                 continue

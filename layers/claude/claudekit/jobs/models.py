@@ -6,12 +6,21 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from claudekit.client import ClaudeResult
-from claudekit.contract import Body, GenerateTask, Text
+from claudekit.contract import (
+    Body,
+    ClassifyBody,
+    ClassifyOut,
+    GenerateBody,
+    GenerateOut,
+    GenerateTask,
+    IdeasBody,
+    IdeasOut,
+    Text,
+)
 from claudekit.errors import (
     ClaudeError,
 )
@@ -33,11 +42,73 @@ BATCH_FEATURE = "batch"
 # ---- what callers send and what they read back ------------------------------------------
 
 
-class JobItem(Body):
-    """One item of POST /jobs: a text task and its input."""
+class GenerateJob(Body):
+    """A text task: its input is the prompt, or a whole /generate body (its `task`, if set, must match)."""
 
     task: GenerateTask
-    input: Text
+    input: Text | GenerateBody
+
+    @model_validator(mode="after")
+    def _same_task(self) -> GenerateJob:
+        body = self.input
+        if isinstance(body, GenerateBody) and "task" in body.model_fields_set and body.task != self.task:
+            raise ValueError("input.task must be omitted or equal task")
+        return self
+
+    def body(self) -> GenerateBody:
+        if isinstance(self.input, GenerateBody):
+            return self.input.model_copy(update={"task": self.task})
+        return GenerateBody(prompt=self.input, task=self.task)
+
+
+class ClassifyJob(Body):
+    """POST /classify as a job: `input` is exactly that route's body."""
+
+    task: Literal["classify"]
+    input: ClassifyBody
+
+
+class IdeasJob(Body):
+    """POST /ideas as a job: `input` is exactly that route's body."""
+
+    task: Literal["ideas"]
+    input: IdeasBody
+
+
+# One item of POST /jobs, told apart by its task.
+JobItem = Annotated[GenerateJob | ClassifyJob | IdeasJob, Field(discriminator="task")]
+JobTask = Literal[GenerateTask, "classify", "ideas"]
+JobInput = Text | GenerateBody | ClassifyBody | IdeasBody
+_JOB_ITEM: TypeAdapter[GenerateJob | ClassifyJob | IdeasJob] = TypeAdapter(JobItem)
+
+
+def job_item(task: str, value: Any) -> GenerateJob | ClassifyJob | IdeasJob:
+    """The item a task and its input make, validated exactly as POST /jobs validates it."""
+    data = value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+    return _JOB_ITEM.validate_python({"task": task, "input": data})
+
+
+def input_text(item: GenerateJob | ClassifyJob | IdeasJob) -> str:
+    """The free text of an item, which MAX_INPUT_CHARS caps (as the route's own call would)."""
+    if isinstance(item, GenerateJob):
+        body = item.body()
+        return body.prompt + (body.system or "")
+    if isinstance(item, ClassifyJob):
+        return item.input.text
+    return item.input.topic
+
+
+def message_input(item: GenerateJob | ClassifyJob | IdeasJob) -> str | GenerateBody | ClassifyBody | IdeasBody:
+    """What the queue message carries: the input as sent, a generate body with its task made explicit."""
+    if isinstance(item, GenerateJob) and isinstance(item.input, GenerateBody):
+        return item.body()
+    return item.input
+
+
+def input_digest(value: str | BaseModel) -> str:
+    """What the job record keeps of its input, to check the message against: never the input itself."""
+    text = value if isinstance(value, str) else value.model_dump_json()
+    return digest(text)
 
 
 class JobsBody(Body):
@@ -54,8 +125,9 @@ class JobMessage(BaseModel):
 
     job_id: str = Field(min_length=1, max_length=64)
     user: str = Field(min_length=1)
-    task: GenerateTask
-    input: Text  # checked again here: a message that did not come through submit never reaches Claude
+    task: JobTask
+    # Checked again here, as POST /jobs checks it: a message that did not come through submit never reaches Claude.
+    input: JobInput
     # Times this message was re-sent because the job could not start (rate limit, deadline).
     deferrals: int = Field(0, ge=0)
     # Times the job was re-scheduled to wait out an upstream outage (each a fresh message, so the
@@ -63,6 +135,14 @@ class JobMessage(BaseModel):
     # (epoch seconds): a job gives up only after JOB_MAX_AGE_SECONDS.
     attempts: int = Field(0, ge=0)
     first_seen: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _valid_item(self) -> JobMessage:
+        self.item()
+        return self
+
+    def item(self) -> GenerateJob | ClassifyJob | IdeasJob:
+        return job_item(self.task, self.input)
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -133,13 +213,33 @@ def error_of(exc: ClaudeError) -> dict[str, str]:
     return {"code": exc.code, "message": exc.message}
 
 
-def result_of(result: ClaudeResult) -> dict[str, Any]:
-    """A text task's result, as GET /jobs/{id} shows it."""
-    return {
-        "text": result.text,
-        "model": result.model,
-        "stop_reason": result.stop_reason,
-        "truncated": result.truncated,
-        "usage": result.usage.public(),
-        "cost_usd": float(result.cost_usd),
-    }
+# ---- what POST /jobs and GET /jobs/{id} answer ------------------------------------------------
+
+
+class JobRef(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class JobsOut(BaseModel):
+    """POST /jobs: one entry per item, in order."""
+
+    jobs: list[JobRef]
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    """GET /jobs/{id}: `result` (the route's response shape) once succeeded, `error` once failed."""
+
+    id: str
+    task: JobTask
+    status: JobStatus
+    mode: JobMode
+    result: GenerateOut | ClassifyOut | IdeasOut | None = None
+    error: JobError | None = None
+    created_at: str | None = None
+    updated_at: str | None = None

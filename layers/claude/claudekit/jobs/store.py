@@ -282,7 +282,10 @@ def public_view(record: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"id": record["job_id"], "task": record["task"], "status": record["status"]}
     view["mode"] = record.get("mode", "realtime")
     if record["status"] == "succeeded" and "result" in record:
-        view["result"] = json.loads(str(record["result"]))
+        result = json.loads(str(record["result"]))
+        if "text" in result:  # a text result recorded before results took /generate's shape
+            result.setdefault("request_id", None)
+        view["result"] = result
     elif record["status"] == "failed" and "error" in record:
         error = record["error"]
         view["error"] = {"code": str(error.get("code", "INTERNAL_ERROR")), "message": str(error.get("message", ""))}

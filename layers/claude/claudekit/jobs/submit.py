@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
 
 from claudekit.client import ClaudeClient, ClaudeRequest, get_client
 from claudekit.deadline import Deadline
@@ -22,6 +23,7 @@ from claudekit.errors import (
     NotFound,
     RateLimited,
 )
+from claudekit.jobs import kinds
 from claudekit.jobs.models import (
     BATCH_FEATURE,
     MAX_SQS_PAYLOAD_BYTES,
@@ -33,8 +35,10 @@ from claudekit.jobs.models import (
     JobOptions,
     JobsBody,
     JobStatus,
-    digest,
     error_of,
+    input_digest,
+    input_text,
+    message_input,
     now_iso,
 )
 from claudekit.jobs.store import JobStore, _aws, job_key, public_view, store_for
@@ -86,10 +90,9 @@ def submit(
     if not settings.jobs_queue_url:
         raise InternalError("the jobs queue is not configured")
     for index, item in enumerate(body.items):
-        if len(item.input) > settings.max_input_chars:
-            raise InputTooLarge(
-                f"items.{index}.input is {len(item.input)} characters; the limit is {settings.max_input_chars}"
-            )
+        chars = len(input_text(item))
+        if chars > settings.max_input_chars:
+            raise InputTooLarge(f"items.{index}.input is {chars} characters; the limit is {settings.max_input_chars}")
     if body.mode == "batch":
         return submit_batch(
             body, owner, settings=settings, options=options, sqs=sqs, client=client(), deadline=deadline
@@ -97,7 +100,7 @@ def submit(
     now = time.time()
     messages: list[JobMessage] = []
     for index, item in enumerate(body.items):
-        message = JobMessage(job_id=str(uuid.uuid4()), user=owner, task=item.task, input=item.input)
+        message = JobMessage(job_id=str(uuid.uuid4()), user=owner, task=item.task, input=message_input(item))
         if len(message.to_json().encode()) > MAX_SQS_PAYLOAD_BYTES:
             raise InputTooLarge(f"items.{index}.input is too large for a job message")
         messages.append(message)
@@ -137,16 +140,17 @@ def create(store: JobStore, records: list[dict[str, Any]], owner: str, settings:
 
 
 def _record(
-    job_id: str, owner: str, task: str, text: str, mode: JobMode, now: float, options: JobOptions
+    job_id: str, owner: str, task: str, value: str | BaseModel, mode: JobMode, now: float, options: JobOptions
 ) -> dict[str, Any]:
     created = now_iso(now)
+    text = value if isinstance(value, str) else value.model_dump_json()
     return {
         **job_key(job_id),
         "job_id": job_id,
         "owner": owner,
         "task": task,
         "mode": mode,
-        "input_sha256": digest(text),
+        "input_sha256": input_digest(value),
         "input_chars": len(text),
         "status": "queued",
         "attempts": 0,
@@ -184,7 +188,7 @@ def submit_batch(
     requests: list[dict[str, Any]] = []
     shares: list[Decimal] = []
     for job_id, item in zip(job_ids, body.items, strict=True):
-        params, worst = client.batch_params(_batch_request(owner, item.task, item.input))
+        params, worst = client.batch_params(kinds.batch_request(item, owner, BATCH_FEATURE))
         requests.append({"custom_id": job_id, "params": params})
         shares.append(worst)
     models = [str(r["params"]["model"]) for r in requests]
@@ -192,7 +196,8 @@ def submit_batch(
     reservation = client.ledger.admit(owner, sum(shares, Decimal(0)), lower="the number or size of the items")
     records = [
         {
-            **_record(job_id, owner, item.task, item.input, "batch", now, options),
+            **_record(job_id, owner, item.task, message_input(item), "batch", now, options),
+            **({"answer_check": check} if (check := kinds.answer_check(item)) is not None else {}),
             "model": model,
             "reservation": {"user_key": reservation.user_key, "day": reservation.day, "amount": str(share)},
         }
@@ -236,8 +241,9 @@ def submit_batch(
     return [Submitted(job_id, status) for job_id in job_ids]
 
 
-def _batch_request(owner: str, task: str, text: str) -> ClaudeRequest:
-    return ClaudeRequest(feature=BATCH_FEATURE, task=task, user_id=owner, prompt=text)
+def _batch_request(owner: str, task: str) -> ClaudeRequest:
+    """What settling a batch job needs of its request: its feature, task and owner."""
+    return ClaudeRequest(feature=BATCH_FEATURE, task=task, user_id=owner, prompt="")
 
 
 def _send_poll(sqs: Any, queue_url: str, poll: BatchPollMessage, delay: float) -> bool:

@@ -1,0 +1,94 @@
+"""Every feature as a job: each kind runs the feature's own task and answers in its route's shape.
+
+Realtime jobs call the task as the route does (one repair turn for structured output included).
+Message Batches jobs send the same request (`batch_request`) and read the answer with the same
+checks (`batch_answer`); a batch has no repair turn, so an invalid structured answer fails the job
+with UPSTREAM_ERROR (it was billed, so it is charged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from claudekit import tasks
+from claudekit.client import ClaudeClient, ClaudeRequest, ClaudeResult
+from claudekit.contract import ClassifyBody, ClassifyOut, GenerateOut, IdeasBody, IdeasOut, UsageOut
+from claudekit.deadline import Deadline
+from claudekit.jobs.models import ClassifyJob, GenerateJob, IdeasJob
+
+Item = GenerateJob | ClassifyJob | IdeasJob
+
+
+def _shared(result: ClaudeResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "usage": UsageOut(**result.usage.public()),
+        "cost_usd": float(result.cost_usd),
+    }
+
+
+def generate_out(result: ClaudeResult) -> dict[str, Any]:
+    """POST /generate's body; `request_id` names an HTTP request, and a job has none."""
+    out = GenerateOut(
+        text=result.text, stop_reason=result.stop_reason, truncated=result.truncated, request_id=None, **_shared(result)
+    )
+    return out.model_dump(mode="json")
+
+
+def classify_out(label: str, result: ClaudeResult) -> dict[str, Any]:
+    return ClassifyOut(label=label, **_shared(result)).model_dump(mode="json")
+
+
+def ideas_out(found: list[Any], result: ClaudeResult) -> dict[str, Any]:
+    return IdeasOut(ideas=found, **_shared(result)).model_dump(mode="json")
+
+
+def run(
+    client: ClaudeClient, item: Item, user: str, deadline: Deadline, *, feature: str, max_retry_wait: float
+) -> dict[str, Any]:
+    """One realtime job: the feature's task, its result as the route answers it."""
+    if isinstance(item, ClassifyJob):
+        request, output = tasks.classify_request(item.input, user, feature, max_retry_wait)
+        parsed, result = client.complete_structured(request, output, deadline)
+        return classify_out(tasks.classify_answer(item.input, parsed), result)
+    if isinstance(item, IdeasJob):
+        request, output = tasks.ideas_request(item.input, user, feature, max_retry_wait)
+        parsed, result = client.complete_structured(request, output, deadline)
+        return ideas_out(tasks.ideas_answer(parsed), result)
+    request = tasks.generate_request(item.body(), user, feature, max_retry_wait)
+    return generate_out(client.complete(request, deadline))
+
+
+def batch_request(item: Item, user: str, feature: str) -> ClaudeRequest:
+    """The request one Message Batches entry sends: the realtime request, output schema included."""
+    if isinstance(item, ClassifyJob):
+        return tasks.with_output(*tasks.classify_request(item.input, user, feature))
+    if isinstance(item, IdeasJob):
+        return tasks.with_output(*tasks.ideas_request(item.input, user, feature))
+    return tasks.generate_request(item.body(), user, feature)
+
+
+def answer_check(item: Item) -> dict[str, Any] | None:
+    """What the job record keeps to read a batch answer later (the labels, the count), never the text."""
+    if isinstance(item, ClassifyJob):
+        return {"labels": item.input.labels}
+    if isinstance(item, IdeasJob):
+        return {"count": item.input.count}
+    return None
+
+
+def batch_answer(task: str, check: dict[str, Any] | None, result: ClaudeResult) -> dict[str, Any]:
+    """A batch entry's result in its route's shape; StructuredOutputError when it does not hold."""
+    if task == "classify" and check is not None:
+        labels = [str(label) for label in check["labels"]]
+        body = ClassifyBody.model_construct(text="", labels=labels)
+        _, output = tasks.classify_request(body, "")
+        return classify_out(tasks.classify_answer(body, tasks.parse_output(output, result)), result)
+    if task == "ideas" and check is not None:
+        ideas_body = IdeasBody.model_construct(topic="", count=int(check["count"]))
+        _, output = tasks.ideas_request(ideas_body, "")
+        return ideas_out(tasks.ideas_answer(tasks.parse_output(output, result)), result)
+    return generate_out(result)
+
+
+__all__ = ["Item", "answer_check", "batch_answer", "batch_request", "run"]
