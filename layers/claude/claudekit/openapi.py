@@ -75,7 +75,8 @@ def responses(
     success_headers = {**REQUEST_ID, **(RATE_LIMIT if limited else {})}
     declared: dict[int, OpenAPIResponse] = {status: {"description": description, "headers": success_headers}}
     for code in errors:
-        headers = {**REQUEST_ID, **(RETRY_AFTER if code in (409, 429, 503) else {}), **(RATE_LIMIT if code == 429 else {})}
+        waits = RETRY_AFTER if code in (409, 429, 503) else {}
+        headers = {**REQUEST_ID, **waits, **(RATE_LIMIT if code == 429 else {})}
         declared[code] = {
             "description": ERRORS[code],
             "headers": headers,
