@@ -17,7 +17,7 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -76,19 +76,32 @@ def _no_auth(template: dict[str, Any], logical: str, method: str, path: str) -> 
     return False
 
 
-def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
-    """`model`'s schema into components (its nested models too), and a reference to it."""
-    definition = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+def _schema(model: type[BaseModel], schemas: dict[str, Any], *, request: bool = False) -> dict[str, Any]:
+    """`model`'s schema into components (its nested models too), and a reference to it: what a
+    request body accepts (`request`, as Powertools documents bodies) or what a response holds."""
+    mode: Literal["validation", "serialization"] = "validation" if request else "serialization"
+    definition = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
     for name, nested in definition.pop("$defs", {}).items():
         schemas.setdefault(name, nested)
     schemas.setdefault(model.__name__, definition)
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def stream_operation(schemas: dict[str, Any]) -> dict[str, Any]:
-    """POST /stream (functions/stream/app.py): the /generate body in, server-sent events out."""
+def stream_operation(schemas: dict[str, Any], path: str = "/stream") -> dict[str, Any]:
+    """A route of the stream function (functions/stream/app.py): a JSON body in, server-sent
+    events out. POST /stream takes the /generate body; POST /conversations/{id}/stream a message."""
     from claudekit import openapi
-    from claudekit.contract import GenerateBody, StreamDelta, StreamDone, StreamError
+    from claudekit.contract import (
+        ConversationMessageBody,
+        ConversationStreamDone,
+        GenerateBody,
+        StreamDelta,
+        StreamDone,
+        StreamError,
+    )
+
+    conversation = path.startswith("/conversations/")
+    body, done = (ConversationMessageBody, ConversationStreamDone) if conversation else (GenerateBody, StreamDone)
 
     # One schema per event, as OpenAPI 3.2 describes an event stream: its name and its JSON data.
     events = [
@@ -104,10 +117,11 @@ def stream_operation(schemas: dict[str, Any]) -> dict[str, Any]:
             },
             "required": ["event", "data"],
         }
-        for name, model in (("delta", StreamDelta), ("done", StreamDone), ("error", StreamError))
+        for name, model in (("delta", StreamDelta), ("done", done), ("error", StreamError))
     ]
     errors: dict[int, dict[str, Any]] = {
-        k: dict(v) for k, v in openapi.responses(*openapi.CLAUDE_ERRORS, limited=True).items()
+        k: dict(v)
+        for k, v in openapi.responses(*openapi.CLAUDE_ERRORS, *((404,) if conversation else ()), limited=True).items()
     }
     for declared in errors.values():
         if "content" in declared:
@@ -115,15 +129,26 @@ def stream_operation(schemas: dict[str, Any]) -> dict[str, Any]:
     success = errors.pop(200)
     success["description"] = (
         "Server-sent events: `event: delta` (data: StreamDelta) for each piece of text, then exactly one "
-        "`event: done` (data: StreamDone) or `event: error` (data: StreamError, the upstream failed "
+        f"`event: done` (data: {done.__name__}) or `event: error` (data: StreamError, the upstream failed "
         "mid-stream). Every failure before the first event is an ordinary JSON error with its status."
     )
     success["content"] = {"text/event-stream": {"schema": {"oneOf": events}}}
     operation: dict[str, Any] = {
-        "summary": "POST /stream",
-        "operationId": "stream",
-        "description": "As POST /generate, the answer streamed as it is written.",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _schema(GenerateBody, schemas)}}},
+        "summary": f"POST {path}",
+        "operationId": "streamConversationMessage" if conversation else "stream",
+        "description": (
+            "As POST /conversations/{id}/messages, the answer streamed as it is written."
+            if conversation
+            else "As POST /generate, the answer streamed as it is written."
+        ),
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"\{([^}]+)\}", path)
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _schema(body, schemas, request=True)}},
+        },
         "responses": {"200": success, **{str(code): value for code, value in errors.items()}},
     }
     _tidy(operation)
@@ -142,9 +167,11 @@ def build() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     apps: dict[str, Any] = {}
-    for logical, method, path, props in _operations(template):
+    # The stream function's routes last: a model both describe keeps the schema Powertools made.
+    operations = sorted(_operations(template), key=lambda op: str(op[3].get("Handler", "")).endswith(".sh"))
+    for logical, method, path, props in operations:
         if str(props.get("Handler", "")).endswith(".sh"):  # behind the Lambda Web Adapter: the stream
-            operation = stream_operation(schemas)
+            operation = stream_operation(schemas, path)
             operation_path = path
         else:
             if logical not in apps:

@@ -6,13 +6,15 @@ function: API Gateway cannot stream from a buffered function.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from claudekit import api, conversations
 from claudekit.client import get_client
-from claudekit.contract import ConversationBody, ConversationMessageBody, ConversationTurnOut
+from claudekit.contract import ConversationBody, ConversationMessageBody, ConversationOut, ConversationTurnOut
+from claudekit.openapi import CLAUDE_ERRORS, READ_ERRORS
 
 app = api.create_app()
 _store: conversations.ConversationStore | None = None
@@ -25,20 +27,28 @@ def store() -> conversations.ConversationStore:
     return _store
 
 
-@app.post("/conversations")
-def create(body: Annotated[ConversationBody | None, Body()] = None) -> Any:
+@app.post(
+    "/conversations",
+    operation_id="createConversation",
+    responses=api.responses(*READ_ERRORS, 409, 422, status=201, description="Created"),
+)
+def create(body: Annotated[ConversationBody | None, Body()] = None) -> Response[ConversationOut]:
     # No body at all starts a conversation without a system prompt.
     conv = store().create(api.caller(app), body.system if body else None)
-    return api.respond(app, conv.public(), status=201)
+    return api.respond(app, ConversationOut.model_validate(conv.public()), status=201)
 
 
-@app.get("/conversations/<conversation_id>")
-def read(conversation_id: str) -> Any:
-    return api.respond(app, store().get(conversation_id, api.caller(app)).public())
+@app.get("/conversations/<conversation_id>", operation_id="getConversation", responses=api.responses(*READ_ERRORS, 404))
+def read(conversation_id: str) -> Response[ConversationOut]:
+    return api.respond(app, ConversationOut.model_validate(store().get(conversation_id, api.caller(app)).public()))
 
 
-@app.post("/conversations/<conversation_id>/messages")
-def message(conversation_id: str, body: ConversationMessageBody) -> Any:
+@app.post(
+    "/conversations/<conversation_id>/messages",
+    operation_id="addConversationMessage",
+    responses=api.responses(*CLAUDE_ERRORS, 404, limited=True),
+)
+def message(conversation_id: str, body: ConversationMessageBody) -> Response[ConversationTurnOut]:
     client, user, deadline = get_client(), api.caller(app), api.deadline(app)
     conv = store().get(conversation_id, user)
     turn = conversations.prepare(client, store(), conv, body.prompt, body.max_tokens, user, deadline)

@@ -44,7 +44,15 @@ from starlette.types import Receive, Scope, Send
 
 from claudekit import api, conversations, idempotency, limits, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import ConversationMessageBody, GenerateBody, StreamDelta, StreamDone, StreamError, parse_json
+from claudekit.contract import (
+    ConversationMessageBody,
+    ConversationStreamDone,
+    GenerateBody,
+    StreamDelta,
+    StreamDone,
+    StreamError,
+    parse_json,
+)
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
 from claudekit.secret import get_api_key
@@ -508,7 +516,7 @@ async def conversation_stream(request: Request) -> Response:
     def done(result: ClaudeResult) -> dict[str, Any]:
         fields = conversations.turn_fields(turns[0], result)
         fields.pop("text")
-        return fields
+        return ConversationStreamDone(**fields).model_dump(mode="json")
 
     return await _respond(request, call, raw, produce, done)
 

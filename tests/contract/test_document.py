@@ -11,7 +11,7 @@ from jsonschema.validators import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "layers" / "claude" / "claudekit" / "openapi.json"
-CLAUDE_ERRORS = {"400", "401", "413", "422", "429", "500", "502", "503", "504"}
+CLAUDE_ERRORS = {"400", "401", "409", "413", "422", "429", "500", "502", "503", "504"}
 
 
 def document() -> dict[str, object]:

@@ -213,7 +213,7 @@ def test_implausible_upstream_usage_is_a_retryable_upstream_error(
 ) -> None:
     client: ClaudeClient = make_client(anthropic_base_url=standin.url, retry_max_attempts=2, model_fallback="")
     standin.usage = usage
-    with pytest.raises(errors.UpstreamServerError) as caught:
+    with pytest.raises(errors.UpstreamMalformed) as caught:
         client.complete(generate(user, "Hi"), Deadline.after(20))
 
     assert caught.value.code == "UPSTREAM_ERROR" and caught.value.retryable

@@ -126,7 +126,7 @@ def test_json_of_the_wrong_shape_is_upstream_error_not_a_crash(make_client: Any,
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         client = make_client(anthropic_base_url=f"http://127.0.0.1:{server.server_address[1]}", model_fallback="")
-        with pytest.raises(errors.UpstreamServerError) as caught:
+        with pytest.raises(errors.UpstreamMalformed) as caught:
             tasks.generate(client, GenerateBody(prompt="hi"), "u", Deadline.after(10))
         assert caught.value.status == 502
     finally:

@@ -172,6 +172,23 @@ class CompactedOut(BaseModel):
     cost_usd: float
 
 
+class ConversationMessageOut(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ConversationOut(BaseModel):
+    """A conversation as its owner sees it (POST /conversations, GET /conversations/{id})."""
+
+    id: str
+    system: str | None
+    summary: str | None
+    messages: list[ConversationMessageOut]
+    created_at: str
+    updated_at: str
+    expires_at: str
+
+
 class ConversationTurnOut(BaseModel):
     conversation_id: str
     text: str
@@ -201,6 +218,19 @@ class StreamDone(BaseModel):
     stop_reason: str | None
     usage: UsageOut
     cost_usd: float
+
+
+class ConversationStreamDone(BaseModel):
+    """`event: done` of POST /conversations/{id}/stream: the turn's fields but the text."""
+
+    conversation_id: str
+    model: str
+    stop_reason: str | None
+    truncated: bool
+    usage: UsageOut
+    cost_usd: float
+    messages: int
+    compacted: CompactedOut | None
 
 
 class StreamError(BaseModel):
