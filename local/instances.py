@@ -241,7 +241,10 @@ def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str)
         return
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # As run.sh starts it (--no-server-header); the shim in front adds Date, as API Gateway does.
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", server_header=False, date_header=False)
+    )
 
     def watch_parent() -> None:  # the pool closed the pipe (or died): shut down
         with contextlib.suppress(EOFError, OSError):

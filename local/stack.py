@@ -84,7 +84,12 @@ class Stack:
         self._start_consumers(doc, timeout)
         self._start_pools()
         config = uvicorn.Config(
-            ApiGatewayShim(routes), host=self.host, port=self.port, log_level="warning", lifespan="off"
+            ApiGatewayShim(routes),
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            server_header=False,  # API Gateway names no server
         )
         self.server = uvicorn.Server(config)
         return self.server

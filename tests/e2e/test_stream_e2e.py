@@ -21,6 +21,9 @@ def sse(stack: StackClient, body: bytes, user: str) -> tuple[int, list[tuple[str
     events: list[tuple[str, dict[str, object]]] = []
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
+        # One of each, as a client behind API Gateway sees them; no server banner.
+        assert len(response.headers.get_all("date") or []) == 1
+        assert response.headers.get_all("server") is None
         name = ""
         for raw in response:
             line = raw.decode().rstrip("\n")

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claudekit import errors, jobs
-from claudekit.client import get_client
+from claudekit.client import get_client, reset_client
 from claudekit.jobs.store import _from_ddb
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
@@ -342,6 +344,46 @@ def test_a_failed_batch_create_fails_every_job_and_charges_nothing(
     assert usage["cost_usd"] == 0 and usage["requests"] == 0
     assert usage["remaining"]["budget_usd"] == usage["limits"]["daily_budget_usd"]  # nothing still committed
     assert polls_of(local_aws, user, wait=0) == []  # no poll message
+
+
+def test_a_batch_create_answered_with_something_else_fails_every_job(
+    user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream that answers the create with a Message (valid JSON, wrong object) must not leave
+    the jobs 'running' on an id no batch has: they fail at once and nothing stays charged."""
+    message = {"id": "msg_x", "type": "message", "role": "assistant", "model": "m", "content": []}
+    body = json.dumps({**message, "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}})
+
+    class WrongObject(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), WrongObject)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    reset_client()
+    try:
+        status, reply = post_jobs(user, [{"task": "generate", "input": f"Odd {i}"} for i in range(2)], mode="batch")
+    finally:
+        server.shutdown()
+        server.server_close()
+        monkeypatch.undo()
+        reset_client()
+
+    assert status == 502 and reply["error"]["code"] == "UPSTREAM_ERROR"
+    records = jobs_of(user)
+    assert {r["status"] for r in records} == {"failed"} and len(records) == 2
+    usage = get_usage(user)
+    assert usage["remaining"]["budget_usd"] == usage["limits"]["daily_budget_usd"]  # nothing still committed
+    assert polls_of(local_aws, user, wait=0) == []
 
 
 def test_a_batch_over_the_budget_is_refused_before_anything_happens(

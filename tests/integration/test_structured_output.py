@@ -74,8 +74,13 @@ LABELS = ClassifyBody(text="The parcel was late.", labels=["billing", "shipping"
 
 def test_a_label_outside_the_list_is_repaired_once(client: Any, canned: CannedClaude) -> None:
     canned.replies += ['{"label": "banana"}', '{"label": "shipping"}']
-    label, _ = tasks.classify(client, LABELS, "u", Deadline.after(10))
+    label, result = tasks.classify(client, LABELS, "u-repaired", Deadline.after(10))
     assert label == "shipping"
+    # The answer reports what the caller paid for: both calls, as the ledger charged them.
+    assert result.usage.input_tokens == 20 and result.usage.output_tokens == 10
+    assert result.attempts == 2
+    charged = client.ledger.report("u-repaired")["cost_usd"]
+    assert float(result.cost_usd) == pytest.approx(charged) and charged > 0
     repair = canned.bodies[1]["messages"]
     assert repair[-2] == {"role": "assistant", "content": '{"label": "banana"}'}  # the model sees its answer
     assert "label" in repair[-1]["content"]  # and what was wrong with it

@@ -223,10 +223,15 @@ class ClaudeClient:
         )
         second = self.complete(repair, deadline)
         try:
-            return output.model_validate_json(second.text), second
+            parsed = output.model_validate_json(second.text)
         except ValidationError:
             self._record_failure(request, second.model, StructuredOutputError(), second.attempts)
             raise StructuredOutputError() from None
+        # The caller's one request paid for both calls (each settled on its own): report both.
+        second.usage = result.usage + second.usage
+        second.cost_usd += result.cost_usd
+        second.attempts += result.attempts
+        return parsed, second
 
     def stream(self, request: ClaudeRequest, deadline: Deadline) -> Iterator[Delta | ClaudeResult]:
         """Yield Delta pieces as they arrive, then the final ClaudeResult.

@@ -22,6 +22,7 @@ from claudekit.errors import (
     InternalError,
     NotFound,
     RateLimited,
+    UpstreamMalformed,
 )
 from claudekit.jobs import kinds
 from claudekit.jobs.models import (
@@ -218,7 +219,7 @@ def submit_batch(
     try:
         # Not retried: a create that timed out may still have made a batch, and two would run (and bill) twice.
         batch = client.batches(
-            lambda b, timeout: b.create(requests=sdk_requests, timeout=timeout), deadline, retry=False
+            lambda b, timeout: _created(b.create(requests=sdk_requests, timeout=timeout)), deadline, retry=False
         )
     except ClaudeError as exc:
         logger.warning("message batch not created", extra={"code": exc.code, "jobs": len(job_ids)})
@@ -239,6 +240,15 @@ def submit_batch(
     )
     status: JobStatus = "running" if running else "queued"
     return [Submitted(job_id, status) for job_id in job_ids]
+
+
+def _created(batch: Any) -> Any:
+    """The create's answer, if it is a message batch: anything else (a Message, an empty object)
+    would leave the jobs tracking an id that no batch has, never to finish."""
+    batch_id = getattr(batch, "id", None)
+    if getattr(batch, "type", None) != "message_batch" or not isinstance(batch_id, str) or not batch_id:
+        raise UpstreamMalformed("the model service did not answer the batch request with a message batch")
+    return batch
 
 
 def _batch_request(owner: str, task: str) -> ClaudeRequest:
