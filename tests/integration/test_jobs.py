@@ -496,3 +496,35 @@ def test_a_message_that_cannot_be_sent_leaves_a_failed_job_not_a_queued_one(
     assert queue_depth(local_aws, "JobsQueue") == 14
     _, job = get_job(submitted[11].job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "INTERNAL_ERROR"
+
+
+def test_jobs_run_under_the_plan_of_the_groups_they_were_posted_with(
+    sim: Simulator, local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQS worker has no token: each job carries its owner's groups, so a free user's jobs
+    count against the free plan's minute, not the default plan's."""
+    from claudekit.client import reset_client
+    from functions.jobs import app
+
+    monkeypatch.setenv("PLANS", json.dumps({"free": {"requests_per_minute": 2, "daily_budget_usd": 1}}))
+    reset_client()
+    user = f"free-{uuid.uuid4()}"
+    event = rest_event(
+        "jobs-post.json", user=user, body={"items": [{"task": "summarize", "input": f"Free {i}"} for i in range(3)]}
+    )
+    event["requestContext"]["authorizer"]["claims"]["cognito:groups"] = "free"
+    try:
+        response = app.handler(event, context())
+        assert response["statusCode"] == 202, response["body"]
+        job_ids = [j["id"] for j in json.loads(response["body"])["jobs"]]
+        messages = receive(local_aws)
+        assert len(messages) == 3 and all(json.loads(m["Body"])["groups"] == ["free"] for m in messages)
+
+        jobs.JobConsumer(options=FAST).handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+
+        # POST /jobs took one of the plan's two requests this minute: one job runs, two wait.
+        assert sorted(statuses(job_ids).values()) == ["queued", "queued", "succeeded"]
+        assert len(sim.message_requests()) == 1
+    finally:
+        monkeypatch.undo()
+        reset_client()

@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from claudekit import limits
 from claudekit.client import ClaudeClient, get_client
 from claudekit.deadline import Deadline, LambdaContextLike
 from claudekit.errors import (
@@ -236,14 +237,16 @@ class JobConsumer:
             raise _JobFinished()
         deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
         # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
-        return kinds.run(
-            self.client(),
-            message.item(),
-            message.user,
-            deadline,
-            feature=FEATURE,
-            max_retry_wait=IN_CALL_RETRY_WAIT_SECONDS,
-        )
+        # Admitted under the owner's plan, from the groups the job was posted with.
+        with limits.request(message.groups):
+            return kinds.run(
+                self.client(),
+                message.item(),
+                message.user,
+                deadline,
+                feature=FEATURE,
+                max_retry_wait=IN_CALL_RETRY_WAIT_SECONDS,
+            )
 
     # -- message batches ------------------------------------------------------------------
 

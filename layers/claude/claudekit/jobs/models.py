@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
 from claudekit.contract import (
     Body,
@@ -135,6 +135,11 @@ class JobMessage(BaseModel):
     # (epoch seconds): a job gives up only after JOB_MAX_AGE_SECONDS.
     attempts: int = Field(0, ge=0)
     first_seen: int | None = Field(None, ge=0)
+    # The owner's Cognito groups when the jobs were posted: each job runs under the owner's plan
+    # (the SQS worker has no token to read them from).
+    groups: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=32
+    )
 
     @model_validator(mode="after")
     def _valid_item(self) -> JobMessage:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
+from claudekit import limits
 from claudekit.client import ClaudeClient, ClaudeRequest, get_client
 from claudekit.deadline import Deadline
 from claudekit.errors import (
@@ -100,8 +101,12 @@ def submit(
         )
     now = time.time()
     messages: list[JobMessage] = []
+    caller = limits.current_caller()
+    groups = sorted(caller.groups) if caller is not None else []
     for index, item in enumerate(body.items):
-        message = JobMessage(job_id=str(uuid.uuid4()), user=owner, task=item.task, input=message_input(item))
+        message = JobMessage(
+            job_id=str(uuid.uuid4()), user=owner, task=item.task, input=message_input(item), groups=groups
+        )
         if len(message.to_json().encode()) > MAX_SQS_PAYLOAD_BYTES:
             raise InputTooLarge(f"items.{index}.input is too large for a job message")
         messages.append(message)
