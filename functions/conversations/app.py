@@ -30,7 +30,7 @@ def store() -> conversations.ConversationStore:
 @app.post(
     "/conversations",
     operation_id="createConversation",
-    responses=api.responses(*READ_ERRORS, 409, 422, status=201, description="Created"),
+    responses=api.responses(*READ_ERRORS, 409, 413, 422, status=201, description="Created"),
 )
 def create(body: Annotated[ConversationBody | None, Body()] = None) -> Response[ConversationOut]:
     # No body at all starts a conversation without a system prompt.

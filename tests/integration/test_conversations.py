@@ -168,6 +168,20 @@ def test_a_prompt_over_the_cap_is_413(conversations: Any, monkeypatch: pytest.Mo
     assert (status, error["error"]["code"]) == (413, "INPUT_TOO_LARGE")
 
 
+def test_a_system_prompt_no_history_could_follow_is_413_and_nothing_is_created(
+    conversations: Any, settings_env: dict[str, str], local_aws: Any
+) -> None:
+    """Past half the cap, every message would be refused: the conversation is refused instead, and
+    a huge one never reaches DynamoDB's item limit (a 500) either."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    for system in ("s" * 20_001, "\U0001f600" * 120_000):
+        status, error, _ = invoke(conversations, "conversations-post.json", user, body={"system": system})
+        assert (status, error["error"]["code"]) == (413, "INPUT_TOO_LARGE")
+    table = local_aws.client("dynamodb").scan(TableName=settings_env["TABLE_NAME"])["Items"]
+    assert not [item for item in table if item["id"]["S"].startswith("conversation#") and "s" * 100 in str(item)]
+    assert start(conversations, user, system="\U0001f600" * 20_000)  # at the limit, non-ASCII: fits an item
+
+
 # ---- the streamed turn -------------------------------------------------------------------------
 
 

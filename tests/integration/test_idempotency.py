@@ -198,3 +198,23 @@ def test_a_retried_conversation_turn_is_recorded_once(settings_env: dict[str, st
     history = json.loads(call("conversations-get.json", cid)["body"])
     assert len(history["messages"]) == 2
     assert len(sim.message_requests()) == 1
+
+
+def test_an_answer_too_large_to_keep_is_delivered_and_its_key_freed(settings_env: dict[str, str]) -> None:
+    """Powertools keeps a response in one DynamoDB item (400 KB): a larger one is answered anyway,
+    not kept, and a retry runs again rather than failing or waiting on a stuck key."""
+    from claudekit import idempotency
+
+    store = idempotency.Idempotency(settings_env["TABLE_NAME"])
+    data = idempotency.request_data(user(), "POST", "/conversations", str(uuid.uuid4()), b"{}")
+    big = {"statusCode": 201, "headers": {}, "body": json.dumps({"system": "\U0001f600" * 40_000})}
+    runs: list[int] = []
+
+    def produce() -> dict[str, Any]:
+        runs.append(1)
+        return dict(big)
+
+    for _ in range(2):
+        response, replayed = store.run(data, produce, None)
+        assert response["statusCode"] == 201 and response["body"] == big["body"] and not replayed
+    assert len(runs) == 2

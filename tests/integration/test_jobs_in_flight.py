@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from claudekit import jobs
-from claudekit.client import reset_client
+from claudekit.client import get_client, reset_client
 from local.aws import LocalAws
 from local.consumer import SqsEventSource
 from local.simulator import Fault, Simulator
@@ -68,10 +68,26 @@ def test_the_refusal_says_when_to_retry(capped: None) -> None:
     from tests.integration.test_jobs import context, rest_event
 
     user = f"flood-{uuid.uuid4()}"
-    response = app.handler(rest_event("jobs-post.json", user=user, body={"items": items(CAP + 1)}), context())
+    assert post_jobs(items(CAP), user=user)[0] == 202
+    response = app.handler(rest_event("jobs-post.json", user=user, body={"items": items(1)}), context())
     assert response["statusCode"] == 429
     headers = {**response.get("headers", {}), **{k: v[0] for k, v in response.get("multiValueHeaders", {}).items()}}
     assert int(headers["Retry-After"]) > 0
+
+
+def test_a_submission_larger_than_the_cap_itself_is_422_for_good(capped: None) -> None:
+    """Waiting can never make it fit: no Retry-After, nothing recorded, no request counted."""
+    from functions.jobs import app
+    from tests.integration.test_jobs import context, rest_event
+
+    user = f"huge-{uuid.uuid4()}"
+    response = app.handler(rest_event("jobs-post.json", user=user, body={"items": items(CAP + 1)}), context())
+    assert response["statusCode"] == 422, response["body"]
+    assert "submit fewer" in response["body"]
+    headers = {**response.get("headers", {}), **{k: v[0] for k, v in response.get("multiValueHeaders", {}).items()}}
+    assert "Retry-After" not in headers
+    assert in_flight(user) == 0
+    assert get_client().ledger.report(user)["requests"] == 0
 
 
 def test_the_count_is_exact_under_concurrent_submissions(capped: None) -> None:

@@ -109,6 +109,10 @@ class ConversationStore:
             return self._client
 
     def create(self, user_id: str, system: str | None) -> Conversation:
+        # The system prompt stays in every turn: past half the cap, no history could ever fit.
+        limit = self.settings.conversation_max_chars // 2
+        if system is not None and len(system) > limit:
+            raise InputTooLarge(f"system is {len(system)} characters; a conversation's may have at most {limit}")
         now = time.time()
         conv = Conversation(
             id=str(uuid.uuid4()),

@@ -6,7 +6,9 @@ one, and the payload is the raw body: the same key with another body is 422. A r
 first request is running is 409 CONFLICT with Retry-After. Keys expire after 24 hours.
 
 Only final outcomes are kept: a 2xx or 4xx response, except 409 and 429 (and every 5xx), which
-say "try again"; for those the record is deleted so a retry runs afresh. A replay carries
+say "try again"; for those the record is deleted so a retry runs afresh. An outcome too large for
+one DynamoDB item (400 KB) is not kept either, and a failure to keep one never costs the caller
+the answer: the key is freed, and a retry runs again. A replay carries
 `Idempotent-Replayed: true` and the first response's status and body.
 
 Streams (the stream function) store their outcome when the stream ends: the events it sent, which
@@ -15,7 +17,9 @@ a replay sends again at once as one buffered `text/event-stream` (see docs/idemp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -28,12 +32,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyItemAlreadyExistsError,
+    IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
 from claudekit.errors import Conflict, InvalidRequest
-from claudekit.telemetry import hash_user
+from claudekit.telemetry import hash_user, logger
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -41,6 +46,8 @@ EXPIRES_AFTER_SECONDS = 24 * 3600
 # A retry that finds the first request still running is told to come back after this long.
 IN_PROGRESS_RETRY_SECONDS = 2
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# Powertools stores an outcome as JSON text (ASCII-escaped) in one item, whose limit is 400 KB.
+MAX_KEPT_BYTES = 300_000
 
 
 class RemainingTime(Protocol):
@@ -61,6 +68,11 @@ def key_of(headers: Mapping[str, Any] | None) -> str | None:
 def final(status: int) -> bool:
     """Whether a response is the request's outcome (kept and replayed) or a 'try again'."""
     return status < 500 and status not in (409, 429)
+
+
+def keepable(outcome: dict[str, Any]) -> bool:
+    """Small enough to keep in one item, as Powertools serialises it."""
+    return len(json.dumps(outcome)) <= MAX_KEPT_BYTES
 
 
 def in_progress() -> Conflict:
@@ -116,9 +128,12 @@ class Idempotency:
         `produce` returns an API Gateway proxy response; raises Conflict (in progress) or
         InvalidRequest (another body)."""
 
+        produced: list[dict[str, Any]] = []
+
         def once(request: dict[str, str]) -> dict[str, Any]:
             response = produce()
-            if not final(int(response["statusCode"])):
+            produced.append(response)
+            if not final(int(response["statusCode"])) or not keepable(response):
                 raise _NotFinal(response)
             return response
 
@@ -137,6 +152,14 @@ class Idempotency:
             raise in_progress() from None
         except IdempotencyValidationError:
             raise mismatch() from None
+        except IdempotencyPersistenceLayerError:
+            if not produced:
+                raise
+            # The answer exists but could not be kept: deliver it, and free the key for a retry.
+            logger.warning("could not keep a response for its Idempotency-Key")
+            with contextlib.suppress(Exception):
+                self.persistence.delete_record(data=data, exception=RuntimeError("not kept"))
+            return produced[0], False
         replayed = bool(response.pop("replayed", False))
         return response, replayed
 
@@ -163,8 +186,8 @@ class Idempotency:
         return record.response_json_as_dict()
 
     def finish(self, data: dict[str, str], outcome: dict[str, Any] | None) -> None:
-        """Keep a final outcome for replay, or (None) free the key so a retry runs afresh."""
-        if outcome is None:
+        """Keep a final outcome for replay, or (None, or too large) free the key so a retry runs afresh."""
+        if outcome is None or not keepable(outcome):
             self.persistence.delete_record(data=data, exception=RuntimeError("not final"))
         else:
             self.persistence.save_success(data=data, result=outcome)

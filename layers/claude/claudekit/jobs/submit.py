@@ -21,6 +21,7 @@ from claudekit.errors import (
     ClaudeError,
     InputTooLarge,
     InternalError,
+    InvalidRequest,
     NotFound,
     RateLimited,
     UpstreamMalformed,
@@ -95,6 +96,12 @@ def submit(
         chars = len(input_text(item))
         if chars > settings.max_input_chars:
             raise InputTooLarge(f"items.{index}.input is {chars} characters; the limit is {settings.max_input_chars}")
+    if len(body.items) > settings.max_jobs_in_flight:
+        # More than may ever be in flight at once: waiting cannot help (422, no Retry-After).
+        raise InvalidRequest(
+            f"items: {len(body.items)} jobs, but at most {settings.max_jobs_in_flight} may be in flight: "
+            "submit fewer at a time"
+        )
     if body.mode == "batch":
         return submit_batch(
             body, owner, settings=settings, options=options, sqs=sqs, client=client(), deadline=deadline
