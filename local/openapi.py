@@ -185,7 +185,13 @@ def build() -> dict[str, Any]:
             ]
             if not matches:
                 raise SystemExit(f"{logical} serves no {method} {path} that the template routes to it")
-            operation_path, operation = matches[0]
+            code_path, operation = matches[0]
+            # Documented at the deployed path, with the template's parameter names (/jobs/{id}).
+            renames = dict(zip(re.findall(r"\{([^}]+)\}", code_path), re.findall(r"\{([^}]+)\}", path), strict=True))
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path":
+                    parameter["name"] = renames.get(parameter["name"], parameter["name"])
+            operation_path = path
             _default_errors(operation, operation_path, schemas)
             for name, definition in generated.get("components", {}).get("schemas", {}).items():
                 if schemas.setdefault(name, definition) != definition:

@@ -40,7 +40,7 @@ def test_every_route_in_the_template_is_described_with_its_errors() -> None:
         ("post", "/ideas"),
         ("post", "/stream"),
         ("post", "/jobs"),
-        ("get", "/jobs/{job_id}"),
+        ("get", "/jobs/{id}"),
         ("get", "/usage"),
         ("get", "/openapi.json"),
     }
@@ -52,7 +52,7 @@ def test_every_route_in_the_template_is_described_with_its_errors() -> None:
             assert responses[code]["headers"]["X-Request-Id"]["required"] is True
         assert "Retry-After" in responses["429"]["headers"] and "Retry-After" in responses["503"]["headers"]
         assert "RateLimit-Remaining" in responses["429"]["headers"]
-    assert "404" in paths["/jobs/{job_id}"]["get"]["responses"]
+    assert "404" in paths["/jobs/{id}"]["get"]["responses"]
     assert set(paths["/stream"]["post"]["responses"]["200"]["content"]) == {"text/event-stream"}
     assert paths["/openapi.json"]["get"]["security"] == []
     assert doc["security"] == [{"cognito": []}]

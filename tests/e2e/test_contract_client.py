@@ -59,7 +59,7 @@ def test_a_client_generated_from_the_served_document_calls_a_route(stack: StackC
 
     assert status == 200 and body["label"] in ("billing", "bug")
     response_schema(served, "classify", 200).validate(body)
-    status, body = api["getJob"](job_id="00000000-0000-4000-8000-000000000000")
+    status, body = api["getJob"](id="00000000-0000-4000-8000-000000000000")
     assert status == 404
     response_schema(served, "getJob", 404).validate(body)
 
@@ -74,7 +74,7 @@ def test_a_classify_job_answers_in_the_documented_shape(stack: StackClient, user
     job_id = body["jobs"][0]["id"]
 
     deadline = time.monotonic() + 30
-    while (job := api["getJob"](job_id=job_id)[1])["status"] in ("queued", "running"):
+    while (job := api["getJob"](id=job_id)[1])["status"] in ("queued", "running"):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
 

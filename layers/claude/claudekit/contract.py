@@ -50,8 +50,10 @@ def _visible(value: str) -> bool:
 # The one string type of every request field (routes and job items alike).
 Text = Annotated[str, StringConstraints(min_length=1), BeforeValidator(check_text)]
 # Capped fields: the constraints sit inside the validator, so they apply to the checked string.
-Label = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100), BeforeValidator(check_text)]
-Topic = Annotated[str, StringConstraints(max_length=500), BeforeValidator(check_text)]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), BeforeValidator(check_text)
+]
+Topic = Annotated[str, StringConstraints(min_length=1, max_length=500), BeforeValidator(check_text)]
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -101,7 +103,7 @@ class GenerateBody(Body):
 
 class ClassifyBody(Body):
     text: Text
-    labels: list[Label] = Field(min_length=2, max_length=50)
+    labels: list[Label] = Field(min_length=2, max_length=50, json_schema_extra={"uniqueItems": True})
 
     @field_validator("labels")
     @classmethod
