@@ -41,7 +41,7 @@ def kept_day(day: date | None) -> date | None:
     today = datetime.now(UTC).date()
     kept = get_settings().usage_retention_days
     if not today - timedelta(days=kept) <= day <= today:
-        raise InvalidRequest(f"date: usage is kept for the last {kept} days (UTC), today included")
+        raise InvalidRequest(f"date: must be today or one of the {kept} days before it (UTC)")
     return day
 
 
