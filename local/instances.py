@@ -88,27 +88,41 @@ def _serve(conn: Connection, code_dir: str, module_name: str, handler_name: str,
             conn.send(("ok", result))
 
 
-class Instance:
-    """One execution environment: a process and the pipe to it."""
+class _Process:
+    """An instance's process and the pipe to it, started and through its init (its cold start)."""
 
-    def __init__(self, pool: FunctionPool, index: int) -> None:
+    stop_grace = 2.0
+
+    def __init__(self, function: str, index: int, target: Any, args: tuple[Any, ...]) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
-            target=_serve,
-            args=(child, str(pool.code_dir), f"fn_{pool.function}_{index}", pool.handler_name, pool.function),
-            name=f"{pool.function}-{index}",
-            daemon=True,
+            target=target, args=(child, *args), name=f"{function}-{index}", daemon=True
         )
         self.process.start()
         child.close()
         if not self.conn.poll(INIT_TIMEOUT_SECONDS):
             self.stop()
-            raise InvocationFailed(f"{pool.function} did not initialise in {INIT_TIMEOUT_SECONDS:.0f} s")
-        status, detail = self.conn.recv()
+            raise InvocationFailed(f"{function} did not initialise in {INIT_TIMEOUT_SECONDS:.0f} s")
+        status, self.init_detail = self.conn.recv()
         if status != "ready":
             self.stop()
-            raise InvocationFailed(f"{pool.function} failed to initialise: {detail}")
+            raise InvocationFailed(f"{function} failed to initialise: {self.init_detail}")
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=self.stop_grace)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2)
+
+
+class Instance(_Process):
+    """One execution environment: a process and the pipe to it."""
+
+    def __init__(self, pool: FunctionPool, index: int) -> None:
+        module = f"fn_{pool.function}_{index}"
+        super().__init__(pool.function, index, _serve, (str(pool.code_dir), module, pool.handler_name, pool.function))
 
     def invoke(self, event: dict[str, Any], timeout: float, request_id: str) -> Any:
         self.conn.send((event, timeout, request_id))
@@ -118,13 +132,6 @@ class Instance:
         if status != "ok":
             raise HandlerRaised(f"the function raised {value}")
         return value
-
-    def stop(self) -> None:
-        self.conn.close()
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=2)
 
 
 class FunctionPool:
@@ -259,28 +266,15 @@ def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str)
     server.run(sockets=[sock])
 
 
-class WebInstance:
+class WebInstance(_Process):
     """One web-adapter execution environment: a process serving the app on a loopback port."""
 
+    stop_grace = 5.0
+
     def __init__(self, pool: WebAdapterPool, index: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process: BaseProcess = ctx.Process(
-            target=_serve_web,
-            args=(child, str(pool.code_dir), f"fn_{pool.function}_{index}", pool.function),
-            name=f"{pool.function}-{index}",
-            daemon=True,
-        )
-        self.process.start()
-        child.close()
-        if not self.conn.poll(INIT_TIMEOUT_SECONDS):
-            self.stop()
-            raise InvocationFailed(f"{pool.function} did not initialise in {INIT_TIMEOUT_SECONDS:.0f} s")
-        status, detail = self.conn.recv()
-        if status != "ready":
-            self.stop()
-            raise InvocationFailed(f"{pool.function} failed to initialise: {detail}")
-        self.port = int(detail)
+        module = f"fn_{pool.function}_{index}"
+        super().__init__(pool.function, index, _serve_web, (str(pool.code_dir), module, pool.function))
+        self.port = int(self.init_detail)
         self._ready(pool.readiness_path)
 
     def _ready(self, path: str) -> None:
@@ -297,13 +291,6 @@ class WebInstance:
             time.sleep(0.05)
         self.stop()
         raise InvocationFailed("the function never became ready")
-
-    def stop(self) -> None:
-        self.conn.close()
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=2)
 
 
 class WebAdapterPool:
