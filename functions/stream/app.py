@@ -29,7 +29,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from claudekit import api, conversations, idempotency, limits, tasks
 from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
@@ -564,11 +564,32 @@ async def _bug(request: Request, exc: Exception) -> Response:
     return error_response(as_claude_error(exc, rid), rid)
 
 
-app = Starlette(
-    routes=[
-        Route("/stream", stream, methods=["POST"]),
-        Route("/conversations/{conversation_id}/stream", conversation_stream, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ],
-    exception_handlers={HTTPException: _http_error, Exception: _bug},
+def _with_cors(inner: Starlette) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The app, with the configured CORS headers added to every response it starts."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(k.lower().encode(), v.encode()) for k, v in api.cors_headers().items()]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await inner(scope, receive, send_with_cors)
+
+    return app
+
+
+app = _with_cors(
+    Starlette(
+        routes=[
+            Route("/stream", stream, methods=["POST"]),
+            Route("/conversations/{conversation_id}/stream", conversation_stream, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _bug},
+    )
 )

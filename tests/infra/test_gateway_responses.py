@@ -30,6 +30,20 @@ def test_every_gateway_response_carries_the_request_id_and_json_headers(gateway_
         assert headers.get("X-Request-Id") == "context.requestId", name
         for header, value in JSON_HEADERS.items():
             assert headers.get(header) == value, f"{name}: {header}"
+        # A page on the allowed origin can read API Gateway's own errors too (a 401, a 429).
+        assert headers.get("Access-Control-Allow-Origin") == {"Fn::Sub": "'${CorsAllowOrigin}'"}, name
+
+
+def test_cors_preflight_and_responses_use_the_one_allowed_origin(
+    template: dict[str, Any], resources: dict[str, Any], global_function: dict[str, Any]
+) -> None:
+    (api,) = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Api"]
+    cors = api["Properties"]["Cors"]
+    assert cors["AllowOrigin"] == {"Fn::Sub": "'${CorsAllowOrigin}'"}
+    assert "Idempotency-Key" in cors["AllowHeaders"] and "Authorization" in cors["AllowHeaders"]
+    assert api["Properties"]["Auth"]["AddDefaultAuthorizerToCorsPreflight"] is False
+    assert global_function["Environment"]["Variables"]["CORS_ALLOW_ORIGIN"] == {"Ref": "CorsAllowOrigin"}
+    assert "*" not in template["Parameters"]["CorsAllowOrigin"]["Default"]
 
 
 def test_every_gateway_response_body_is_the_error_envelope(gateway_responses: dict[str, Any]) -> None:

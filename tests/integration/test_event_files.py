@@ -49,6 +49,9 @@ def test_handler_answers_its_event(
     assert set(body) == keys
     headers = {k: v[0] for k, v in (result.get("multiValueHeaders") or {}).items()} | (result.get("headers") or {})
     assert headers["X-Request-Id"] == event["requestContext"]["requestId"]
+    # CORS for the configured origin (the template's CorsAllowOrigin), so a page there can read it.
+    assert headers["Access-Control-Allow-Origin"] == settings_env["CORS_ALLOW_ORIGIN"]
+    assert "X-Request-Id" in headers["Access-Control-Expose-Headers"]
     if function == "classify":
         assert body["label"] in json.loads(event["body"])["labels"]
     if event_file != "usage.json":

@@ -175,6 +175,9 @@ def test_success_streams_deltas_then_done(
     assert reply.headers["cache-control"] == "no-store"
     assert reply.headers["x-accel-buffering"] == "no"
     assert reply.headers["x-request-id"] == "req-abc-123"
+    # A browser page on the configured origin may read the stream and its headers (CORS).
+    assert reply.headers["access-control-allow-origin"] == settings_env["CORS_ALLOW_ORIGIN"]
+    assert "RateLimit-Remaining" in reply.headers["access-control-expose-headers"]
     assert reply.names[-1] == "done" and set(reply.names[:-1]) == {"delta"} and len(reply.names) > 2
     done = reply.events[-1].data
     assert set(done) == {"model", "stop_reason", "usage", "cost_usd"}

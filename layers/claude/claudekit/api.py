@@ -185,6 +185,22 @@ def check_body(event: dict[str, Any]) -> None:
         event["body"], event["isBase64Encoded"] = raw.decode("utf-8"), False
 
 
+# What a browser page may read of a response (CORS hides every other header from its script).
+EXPOSED_HEADERS = (
+    "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Idempotent-Replayed"
+)
+
+
+def cors_headers() -> dict[str, str]:
+    """Access-Control-* for the configured origin (CORS_ALLOW_ORIGIN), none when it is empty.
+    API Gateway answers the preflight; every actual response needs these too."""
+    try:
+        origin = get_settings().cors_allow_origin
+    except ClaudeError:  # misconfigured: the response says so; headers cannot help
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSED_HEADERS} if origin else {}
+
+
 def with_standard_headers(result: dict[str, Any], rid: str) -> dict[str, Any]:
     """X-Request-Id on every response, and the JSON headers on every JSON one, whoever built it."""
     single: dict[str, Any] = dict(result.get("headers") or {})
@@ -194,7 +210,11 @@ def with_standard_headers(result: dict[str, Any], rid: str) -> dict[str, Any]:
         (str(v) for k, v in single.items() if k.lower() == "content-type"),
         next((str(v[0]) for k, v in multi.items() if k.lower() == "content-type" and v), ""),
     )
-    wanted = {"X-Request-Id": rid, **(JSON_HEADERS if content_type.startswith("application/json") else {})}
+    wanted = {
+        "X-Request-Id": rid,
+        **(JSON_HEADERS if content_type.startswith("application/json") else {}),
+        **cors_headers(),
+    }
     single.update({k: v for k, v in wanted.items() if k.lower() not in names})
     result["headers"] = single
     return result

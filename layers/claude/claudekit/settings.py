@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(7, ge=1, le=400)
     # Jobs one user may have queued or running at once (the queue is shared: nobody fills it alone).
     max_jobs_in_flight: int = Field(1000, ge=1)
+    # The browser origin allowed to call the API (CorsAllowOrigin); empty: no CORS headers.
+    cors_allow_origin: str = ""
 
     # Resources
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
