@@ -101,7 +101,10 @@ def test_a_base64_body_is_checked_and_decoded_for_the_router() -> None:
             check_body({"body": bad, "isBase64Encoded": True})
 
 
-def test_standard_headers_are_added_to_any_response_without_overriding() -> None:
+def test_standard_headers_are_added_to_any_response_without_overriding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from claudekit import api
+
+    monkeypatch.setattr(api, "cors_headers", dict)  # CORS is configuration; its headers are tested below
     json_result = with_standard_headers(
         {"statusCode": 200, "multiValueHeaders": {"Content-Type": ["application/json"]}, "body": "{}"}, "rid"
     )
@@ -112,6 +115,15 @@ def test_standard_headers_are_added_to_any_response_without_overriding() -> None
     }
     plain = {"content-type": "text/plain", "x-request-id": "a"}
     assert with_standard_headers({"statusCode": 200, "headers": dict(plain)}, "b")["headers"] == plain
+
+
+def test_the_configured_origin_gets_cors_headers_on_every_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    from claudekit import api
+
+    monkeypatch.setattr(api, "cors_headers", lambda: {"Access-Control-Allow-Origin": "https://app.example"})
+    for headers in ({"Content-Type": "application/json"}, {"content-type": "text/event-stream"}):
+        result = with_standard_headers({"statusCode": 200, "headers": dict(headers)}, "rid")
+        assert result["headers"]["Access-Control-Allow-Origin"] == "https://app.example"
 
 
 def test_validation_messages_name_fields_but_never_echo_a_made_up_key() -> None:
