@@ -16,26 +16,22 @@ import threading
 import time
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from claudekit.dynamo import ThreadTable
 from claudekit.telemetry import logger
 
 
 class FleetFailures:
     def __init__(self, table_name: str, *, window_seconds: float) -> None:
-        self._table_name = table_name
         self._window = window_seconds
-        self._local = threading.local()
+        self._tables = ThreadTable(table_name)
         self._lock = threading.Lock()
         self._dirty: set[str] = set()  # circuits this instance failed on since its last success
 
     @property
     def _table(self) -> Any:
-        table = getattr(self._local, "table", None)
-        if table is None:
-            table = self._local.table = boto3.resource("dynamodb").Table(self._table_name)
-        return table
+        return self._tables.get()
 
     def _key(self, circuit: str, now: float) -> dict[str, str]:
         return {"id": f"breaker-count#{circuit}#{int(now // self._window)}"}

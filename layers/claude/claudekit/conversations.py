@@ -13,7 +13,6 @@ down to half the cap so compaction (which rewrites the cached prefix) happens ra
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,11 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-import boto3
 from botocore.exceptions import ClientError
 
 from claudekit.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
+from claudekit.dynamo import SharedClient
 from claudekit.errors import Conflict, InputTooLarge, NotFound
 from claudekit.settings import Settings
 from claudekit.telemetry import hash_user
@@ -98,15 +97,11 @@ class ConversationStore:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = SharedClient()
 
     @property
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = boto3.client("dynamodb")  # type: ignore[call-overload]
-            return self._client
+        return self._client.get()
 
     def create(self, user_id: str, system: str | None) -> Conversation:
         # The system prompt stays in every turn: past half the cap, no history could ever fit.

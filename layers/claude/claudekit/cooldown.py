@@ -16,9 +16,9 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from claudekit.dynamo import ThreadTable
 from claudekit.telemetry import logger
 
 # How long an instance trusts a "no cooldown" read before it reads the table again.
@@ -27,20 +27,15 @@ LOCAL_CACHE_SECONDS = 1.0
 
 class Cooldowns:
     def __init__(self, table_name: str, *, max_seconds: float) -> None:
-        self._table_name = table_name
         self._max = max_seconds
-        self._local = threading.local()
+        self._tables = ThreadTable(table_name)
         self._lock = threading.Lock()
         # model -> (until, checked_at): what this instance last knew.
         self._known: dict[str, tuple[float, float]] = {}
 
     @property
     def _table(self) -> Any:
-        """boto3 resources are not thread-safe: one per thread."""
-        table = getattr(self._local, "table", None)
-        if table is None:
-            table = self._local.table = boto3.resource("dynamodb").Table(self._table_name)
-        return table
+        return self._tables.get()
 
     def remaining(self, model: str) -> float:
         """Seconds the model is still paused for (0 when it is not)."""

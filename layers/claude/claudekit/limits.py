@@ -21,9 +21,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import boto3
 from botocore.exceptions import ClientError
 
+from claudekit.dynamo import ThreadTable
 from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
 from claudekit.telemetry import hash_user, logger
 from claudekit.usage import Usage
@@ -174,7 +174,7 @@ class Ledger:
         retention_days: int = 2,
     ) -> None:
         self._table_name = table_name
-        self._local = threading.local()
+        self._tables = ThreadTable(table_name)
         self._overrides: dict[str, tuple[float, dict[str, Any]]] = {}
         self._overrides_lock = threading.Lock()
         self.rate_per_minute = rate_per_minute
@@ -187,11 +187,7 @@ class Ledger:
 
     @property
     def _table(self) -> Any:
-        """boto3 resources are not thread-safe: one per thread (batch records run in threads)."""
-        table = getattr(self._local, "table", None)
-        if table is None:
-            table = self._local.table = boto3.resource("dynamodb").Table(self._table_name)
-        return table
+        return self._tables.get()
 
     # ---- plans ---------------------------------------------------------------------------
 

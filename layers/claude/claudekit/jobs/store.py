@@ -18,6 +18,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from claudekit.dynamo import SharedClient
 from claudekit.jobs.models import now_iso
 from claudekit.settings import Settings
 from claudekit.telemetry import hash_user, logger
@@ -59,16 +60,11 @@ class JobStore:
 
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = SharedClient()
 
     @property
     def client(self) -> Any:
-        """One low-level client, shared by every thread (clients are thread-safe, resources are not)."""
-        with self._lock:
-            if self._client is None:
-                self._client = boto3.client("dynamodb")  # type: ignore[call-overload]
-            return self._client
+        return self._client.get()
 
     def create(self, records: list[dict[str, Any]], *, owner: str, cap: int) -> bool:
         """Count the jobs in flight for `owner`, then write every record; False (nothing written)
