@@ -76,6 +76,8 @@ def test_short_fields_keep_their_caps() -> None:
         b'{"prompt": "caf\xe9"}',
         b'{"prompt": ',
         b"NaN",
+        b'{"prompt": "harmless", "prompt": "the one a lenient parser keeps"}',
+        b'{"items": [{"task": "generate", "input": "a", "input": "b"}]}',
         b'{"max_tokens": Infinity}',
         b"[" * 10_000 + b"]" * 10_000,
         b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1),

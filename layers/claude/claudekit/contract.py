@@ -57,14 +57,15 @@ Topic = Annotated[str, StringConstraints(min_length=1, max_length=500), BeforeVa
 
 
 def parse_json(raw: bytes | str) -> Any:
-    """A request body as JSON, or MalformedRequest: not UTF-8, not JSON, NaN/Infinity, too deep."""
+    """A request body as JSON, or MalformedRequest: not UTF-8, not JSON, NaN/Infinity, a key twice
+    in one object (parsers disagree on which wins, so one copy could slip past a check), too deep."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedRequest("body is not UTF-8") from None
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise MalformedRequest("body is nested too deeply") from None
     except ValueError:  # JSONDecodeError, and the constants refused below
@@ -72,6 +73,13 @@ def parse_json(raw: bytes | str) -> Any:
     if _depth(value) > MAX_JSON_DEPTH:
         raise MalformedRequest("body is nested too deeply")
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("a key appears twice")
+    return found
 
 
 def _no_constant(name: str) -> Any:
