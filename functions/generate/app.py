@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from claudekit import api, openapi, tasks
 from claudekit.client import get_client
-from claudekit.contract import GenerateBody, GenerateOut
+from claudekit.contract import GenerateBody, GenerateOut, OperatorReportOut, UsageReportOut
 from claudekit.errors import InvalidRequest
 from claudekit.openapi import CLAUDE_ERRORS, READ_ERRORS
 from claudekit.settings import get_settings
@@ -46,15 +46,16 @@ def kept_day(day: date | None) -> date | None:
 
 
 @app.get("/usage", operation_id="getUsage", responses=api.responses(*READ_ERRORS, 422))
-def usage(date: Annotated[date | None, Query()] = None) -> Any:
-    return api.respond(app, get_client().ledger.report(api.caller(app), day=kept_day(date)))
+def usage(date: Annotated[date | None, Query()] = None) -> Response[UsageReportOut]:
+    report = get_client().ledger.report(api.caller(app), day=kept_day(date))
+    return api.respond(app, UsageReportOut.model_validate(report))
 
 
 @app.get("/admin/usage", operation_id="getAdminUsage", responses=api.responses(*READ_ERRORS, 403, 422))
-def admin_usage(date: Annotated[date | None, Query()] = None) -> Any:
+def admin_usage(date: Annotated[date | None, Query()] = None) -> Response[OperatorReportOut]:
     api.require_group(app, get_settings().admin_group)
     day = kept_day(date) or datetime.now(UTC).date()
-    return api.respond(app, get_client().ledger.operator_report(day))
+    return api.respond(app, OperatorReportOut.model_validate(get_client().ledger.operator_report(day)))
 
 
 @app.get(

@@ -142,6 +142,55 @@ class UsageOut(BaseModel):
     cache_read_input_tokens: int
 
 
+class CostOut(BaseModel):
+    """Requests, cost and tokens of one slice of usage (a feature, a model)."""
+
+    requests: int
+    cost_usd: float
+    usage: UsageOut
+
+
+class FeatureUsageOut(CostOut):
+    without_caching_usd: float
+    without_routing_usd: float
+
+
+class PlanLimitsOut(BaseModel):
+    requests_per_minute: int
+    daily_budget_usd: float
+
+
+class RemainingOut(BaseModel):
+    requests_this_minute: int
+    budget_usd: float
+
+
+class UsageReportOut(FeatureUsageOut):
+    """GET /usage: one caller's day, what caching and routing saved, the plan and what remains today."""
+
+    date: str
+    features: dict[str, FeatureUsageOut]
+    plan: str
+    plan_overridden: bool
+    limits: PlanLimitsOut
+    remaining: RemainingOut
+
+
+class TopUserOut(BaseModel):
+    user: str
+    cost_usd: float
+
+
+class OperatorReportOut(CostOut):
+    """GET /admin/usage: everyone's day, per feature and per model, and the top users (hashed)."""
+
+    date: str
+    features: dict[str, CostOut]
+    models: dict[str, CostOut]
+    users: int
+    top_users: list[TopUserOut]
+
+
 class GenerateOut(BaseModel):
     text: str
     model: str
