@@ -51,7 +51,7 @@ $(SCAN_VENV)/.installed:
 	$(SCAN_VENV)/bin/pip install -q cfn-lint==1.58.0 cfn-lint-serverless==0.3.6 checkov==3.3.30
 	touch $@
 
-# Regenerate the OpenAPI document (layers/claude/claudekit/openapi.json) from the code and the template.
+# Regenerate the OpenAPI document (layers/claude/claudekit/http/openapi.json) from the code and the template.
 openapi: venv
 	$(PY) -m local.openapi
 

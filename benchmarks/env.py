@@ -19,8 +19,8 @@ if LAYER not in sys.path:  # the layer is on the path in Lambda and under pytest
 
 from aws_lambda_powertools.utilities import parameters  # noqa: E402
 
-from claudekit import jobs  # noqa: E402
-from claudekit.client import reset_client  # noqa: E402
+from claudekit.claude.client import reset_client  # noqa: E402
+from claudekit.tasks import jobs  # noqa: E402
 from claudekit.telemetry import logger  # noqa: E402
 from local import aws  # noqa: E402
 from local.simulator import Simulator  # noqa: E402

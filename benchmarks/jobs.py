@@ -22,8 +22,8 @@ PER_BATCH = 10
 
 def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BATCH) -> dict[str, Any]:
     from benchmarks.env import BENCH_KEY, bench_environment
-    from claudekit import jobs
-    from claudekit.contract import GenerateTask
+    from claudekit.tasks import jobs
+    from claudekit.tasks.generate import GenerateTask
     from local.consumer import SqsEventSource
     from local.simulator import Latency, Simulator
 

@@ -6,7 +6,7 @@ envelope of each status it declares); the streaming function, a Starlette app, i
 here from the same pydantic models its route uses. A route added to the template and its
 function is in the next `make openapi` without touching this file.
 
-The document is written to layers/claude/claudekit/openapi.json (the layer ships it, so the
+The document is written to layers/claude/claudekit/http/openapi.json (the layer ships it, so the
 deployed GET /openapi.json serves it) and linked from openapi.json at the repository root.
 """
 
@@ -47,7 +47,7 @@ GENERATOR_ENV = {
     "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_METRICS_DISABLED": "true",
 }
-DOCUMENT = LAYER / "claudekit" / "openapi.json"
+DOCUMENT = LAYER / "claudekit" / "http" / "openapi.json"
 
 
 def _operations(template: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -90,15 +90,10 @@ def _schema(model: type[BaseModel], schemas: dict[str, Any], *, request: bool = 
 def stream_operation(schemas: dict[str, Any], path: str = "/stream") -> dict[str, Any]:
     """A route of the stream function (functions/stream/app.py): a JSON body in, server-sent
     events out. POST /stream takes the /generate body; POST /conversations/{id}/stream a message."""
-    from claudekit import openapi
-    from claudekit.contract import (
-        ConversationMessageBody,
-        ConversationStreamDone,
-        GenerateBody,
-        StreamDelta,
-        StreamDone,
-        StreamError,
-    )
+    from claudekit.http import openapi
+    from claudekit.tasks.conversations import ConversationMessageBody
+    from claudekit.tasks.generate import GenerateBody
+    from claudekit.tasks.stream import ConversationStreamDone, StreamDelta, StreamDone, StreamError
 
     conversation = path.startswith("/conversations/")
     body, done = (ConversationMessageBody, ConversationStreamDone) if conversation else (GenerateBody, StreamDone)
@@ -216,7 +211,7 @@ def build() -> dict[str, Any]:
 def _default_errors(operation: dict[str, Any], path: str, schemas: dict[str, Any]) -> None:
     """A route that declares no errors of its own (`responses=api.responses(...)`, which every route
     should) gets every error an authenticated route can answer, so the document never omits one."""
-    from claudekit import openapi
+    from claudekit.http import openapi
 
     responses = operation.setdefault("responses", {})
     own = [code for code in responses if code.startswith(("4", "5")) and code != "422"]

@@ -1,4 +1,4 @@
-"""Generate the layer's price rows (claudekit/prices.json) from the pinned `genai-prices` library.
+"""Generate the layer's price rows (claudekit/claude/prices.json) from the pinned `genai-prices` library.
 
 `python -m local.prices` (or `make prices`) rewrites the file; `--check` only says whether it is
 current. genai-prices is a dev dependency: its data module is large and slow to import, and it can
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PRICES_PATH = ROOT / "layers" / "claude" / "claudekit" / "prices.json"
+PRICES_PATH = ROOT / "layers" / "claude" / "claudekit" / "claude" / "prices.json"
 
 # The models the kit ships prices for, with their minimum cacheable prompt (not in genai-prices).
 KIT_MODELS: dict[str, int] = {

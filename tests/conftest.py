@@ -14,7 +14,7 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.circuit_breaker import base as breaker_base
 
-from claudekit.client import ClaudeClient, reset_client
+from claudekit.claude.client import ClaudeClient, reset_client
 from claudekit.settings import Settings
 from local import aws
 from local.simulator import Simulator

@@ -2,7 +2,7 @@
 results back (`"kind": "poll_batch"`); partial batch failures are reported.
 
 All the behaviour (idempotency, retries with visibility timeouts, DLQ, concurrency) lives in
-`claudekit.jobs.JobConsumer`; this adapter only adds the Lambda context to the logs.
+`claudekit.tasks.jobs.JobConsumer`; this adapter only adds the Lambda context to the logs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from claudekit import jobs
-from claudekit.client import get_client
+from claudekit.claude.client import get_client
+from claudekit.tasks import jobs
 from claudekit.telemetry import logger
 
 get_client()  # settings parsed in the init phase: a bad variable fails the cold start, by name

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
-from claudekit import api, tasks
-from claudekit.client import get_client
-from claudekit.contract import ClassifyBody, ClassifyOut
-from claudekit.openapi import CLAUDE_ERRORS
+from claudekit.claude.client import get_client
+from claudekit.http import rest
+from claudekit.http.openapi import CLAUDE_ERRORS
+from claudekit.tasks import classify
+from claudekit.tasks.classify import ClassifyBody, ClassifyOut
 
-app = api.create_app()
+app = rest.create_app()
 
 
-@app.post("/classify", operation_id="classify", responses=api.responses(*CLAUDE_ERRORS, limited=True))
-def classify(body: ClassifyBody) -> Response[ClassifyOut]:
-    label, result = tasks.classify(get_client(), body, api.caller(app), api.deadline(app))
-    return api.respond(
+@app.post("/classify", operation_id="classify", responses=rest.responses(*CLAUDE_ERRORS, limited=True))
+def post_classify(body: ClassifyBody) -> Response[ClassifyOut]:
+    label, result = classify.classify(get_client(), body, rest.caller(app), rest.deadline(app))
+    return rest.respond(
         app,
         ClassifyOut(
             label=label,
-            **api.result_fields(result),
+            **rest.result_fields(result),
         ),
     )
 
 
-handler = api.lambda_handler(app)
+handler = rest.lambda_handler(app)

@@ -11,12 +11,18 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
-from claudekit import api, conversations
-from claudekit.client import get_client
-from claudekit.contract import ConversationBody, ConversationMessageBody, ConversationOut, ConversationTurnOut
-from claudekit.openapi import CLAUDE_ERRORS, READ_ERRORS
+from claudekit.claude.client import get_client
+from claudekit.http import rest
+from claudekit.http.openapi import CLAUDE_ERRORS, READ_ERRORS
+from claudekit.tasks import conversations
+from claudekit.tasks.conversations import (
+    ConversationBody,
+    ConversationMessageBody,
+    ConversationOut,
+    ConversationTurnOut,
+)
 
-app = api.create_app()
+app = rest.create_app()
 _store: conversations.ConversationStore | None = None
 
 
@@ -30,32 +36,34 @@ def store() -> conversations.ConversationStore:
 @app.post(
     "/conversations",
     operation_id="createConversation",
-    responses=api.responses(*READ_ERRORS, 409, 413, 422, status=201, description="Created"),
+    responses=rest.responses(*READ_ERRORS, 409, 413, 422, status=201, description="Created"),
 )
 def create(body: Annotated[ConversationBody | None, Body()] = None) -> Response[ConversationOut]:
     # No body at all starts a conversation without a system prompt.
-    conv = store().create(api.caller(app), body.system if body else None)
-    return api.respond(app, ConversationOut.model_validate(conv.public()), status=201)
+    conv = store().create(rest.caller(app), body.system if body else None)
+    return rest.respond(app, ConversationOut.model_validate(conv.public()), status=201)
 
 
-@app.get("/conversations/<conversation_id>", operation_id="getConversation", responses=api.responses(*READ_ERRORS, 404))
+@app.get(
+    "/conversations/<conversation_id>", operation_id="getConversation", responses=rest.responses(*READ_ERRORS, 404)
+)
 def read(conversation_id: str) -> Response[ConversationOut]:
-    return api.respond(app, ConversationOut.model_validate(store().get(conversation_id, api.caller(app)).public()))
+    return rest.respond(app, ConversationOut.model_validate(store().get(conversation_id, rest.caller(app)).public()))
 
 
 @app.post(
     "/conversations/<conversation_id>/messages",
     operation_id="addConversationMessage",
-    responses=api.responses(*CLAUDE_ERRORS, 404, limited=True),
+    responses=rest.responses(*CLAUDE_ERRORS, 404, limited=True),
 )
 def message(conversation_id: str, body: ConversationMessageBody) -> Response[ConversationTurnOut]:
-    client, user, deadline = get_client(), api.caller(app), api.deadline(app)
+    client, user, deadline = get_client(), rest.caller(app), rest.deadline(app)
     conv = store().get(conversation_id, user)
     turn = conversations.prepare(client, store(), conv, body.prompt, body.max_tokens, user, deadline)
     result = conversations.answer(client, store(), turn, deadline)
-    return api.respond(
-        app, ConversationTurnOut(**conversations.turn_fields(turn, result), request_id=api.request_id(app))
+    return rest.respond(
+        app, ConversationTurnOut(**conversations.turn_fields(turn, result), request_id=rest.request_id(app))
     )
 
 
-handler = api.lambda_handler(app)
+handler = rest.lambda_handler(app)

@@ -9,27 +9,29 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from claudekit import api, openapi, tasks
-from claudekit.client import get_client
-from claudekit.contract import GenerateBody, GenerateOut, OperatorReportOut, UsageReportOut
+from claudekit.claude.client import get_client
 from claudekit.errors import InvalidRequest
-from claudekit.openapi import CLAUDE_ERRORS, READ_ERRORS
+from claudekit.http import openapi, rest
+from claudekit.http.openapi import CLAUDE_ERRORS, READ_ERRORS
 from claudekit.settings import get_settings
+from claudekit.tasks import generate
+from claudekit.tasks.generate import GenerateBody, GenerateOut
+from claudekit.tasks.usage import OperatorReportOut, UsageReportOut
 
-app = api.create_app()
+app = rest.create_app()
 
 
-@app.post("/generate", operation_id="generate", responses=api.responses(*CLAUDE_ERRORS, limited=True))
-def generate(body: GenerateBody) -> Response[GenerateOut]:
-    result = tasks.generate(get_client(), body, api.caller(app), api.deadline(app))
-    return api.respond(
+@app.post("/generate", operation_id="generate", responses=rest.responses(*CLAUDE_ERRORS, limited=True))
+def post_generate(body: GenerateBody) -> Response[GenerateOut]:
+    result = generate.generate(get_client(), body, rest.caller(app), rest.deadline(app))
+    return rest.respond(
         app,
         GenerateOut(
             text=result.text,
             stop_reason=result.stop_reason,
             truncated=result.truncated,
-            request_id=api.request_id(app),
-            **api.result_fields(result),
+            request_id=rest.request_id(app),
+            **rest.result_fields(result),
         ),
     )
 
@@ -45,27 +47,27 @@ def kept_day(day: date | None) -> date | None:
     return day
 
 
-@app.get("/usage", operation_id="getUsage", responses=api.responses(*READ_ERRORS, 422))
+@app.get("/usage", operation_id="getUsage", responses=rest.responses(*READ_ERRORS, 422))
 def usage(date: Annotated[date | None, Query()] = None) -> Response[UsageReportOut]:
-    report = get_client().ledger.report(api.caller(app), day=kept_day(date))
-    return api.respond(app, UsageReportOut.model_validate(report))
+    report = get_client().ledger.report(rest.caller(app), day=kept_day(date))
+    return rest.respond(app, UsageReportOut.model_validate(report))
 
 
-@app.get("/admin/usage", operation_id="getAdminUsage", responses=api.responses(*READ_ERRORS, 403, 422))
+@app.get("/admin/usage", operation_id="getAdminUsage", responses=rest.responses(*READ_ERRORS, 403, 422))
 def admin_usage(date: Annotated[date | None, Query()] = None) -> Response[OperatorReportOut]:
-    api.require_group(app, get_settings().admin_group)
+    rest.require_group(app, get_settings().admin_group)
     day = kept_day(date) or datetime.now(UTC).date()
-    return api.respond(app, OperatorReportOut.model_validate(get_client().ledger.operator_report(day)))
+    return rest.respond(app, OperatorReportOut.model_validate(get_client().ledger.operator_report(day)))
 
 
 @app.get(
     "/openapi.json",
     operation_id="getOpenApi",
-    responses=api.responses(400, 500, description="This API's OpenAPI 3.1 document"),
+    responses=rest.responses(400, 500, description="This API's OpenAPI 3.1 document"),
 )
 def openapi_document() -> Response[dict[str, Any]]:
     """Public (the template's route has no authorizer): the contract holds no data."""
-    return api.respond(app, openapi.document())
+    return rest.respond(app, openapi.document())
 
 
-handler = api.lambda_handler(app)
+handler = rest.lambda_handler(app)

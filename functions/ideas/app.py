@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
-from claudekit import api, tasks
-from claudekit.client import get_client
-from claudekit.contract import IdeasBody, IdeasOut
-from claudekit.openapi import CLAUDE_ERRORS
+from claudekit.claude.client import get_client
+from claudekit.http import rest
+from claudekit.http.openapi import CLAUDE_ERRORS
+from claudekit.tasks import ideas
+from claudekit.tasks.ideas import IdeasBody, IdeasOut
 
-app = api.create_app()
+app = rest.create_app()
 
 
-@app.post("/ideas", operation_id="ideas", responses=api.responses(*CLAUDE_ERRORS, limited=True))
-def ideas(body: IdeasBody) -> Response[IdeasOut]:
-    found, result = tasks.ideas(get_client(), body, api.caller(app), api.deadline(app))
-    return api.respond(
+@app.post("/ideas", operation_id="ideas", responses=rest.responses(*CLAUDE_ERRORS, limited=True))
+def post_ideas(body: IdeasBody) -> Response[IdeasOut]:
+    found, result = ideas.ideas(get_client(), body, rest.caller(app), rest.deadline(app))
+    return rest.respond(
         app,
         IdeasOut(
             ideas=found,
-            **api.result_fields(result),
+            **rest.result_fields(result),
         ),
     )
 
 
-handler = api.lambda_handler(app)
+handler = rest.lambda_handler(app)

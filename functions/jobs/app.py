@@ -5,26 +5,27 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
-from claudekit import api, jobs
-from claudekit.jobs.models import JobRef, JobsOut, JobView
-from claudekit.openapi import CLAUDE_ERRORS, READ_ERRORS
+from claudekit.http import rest
+from claudekit.http.openapi import CLAUDE_ERRORS, READ_ERRORS
+from claudekit.tasks import jobs
+from claudekit.tasks.jobs.models import JobRef, JobsOut, JobView
 
-app = api.create_app()
+app = rest.create_app()
 
 
 @app.post(
     "/jobs",
     operation_id="createJobs",
-    responses=api.responses(*CLAUDE_ERRORS, status=202, description="Queued", limited=True),
+    responses=rest.responses(*CLAUDE_ERRORS, status=202, description="Queued", limited=True),
 )
 def create_jobs(body: jobs.JobsBody) -> Response[JobsOut]:
-    submitted = jobs.submit(body, api.caller(app), deadline=api.deadline(app))
-    return api.respond(app, JobsOut(jobs=[JobRef(id=s.job_id, status=s.status) for s in submitted]), status=202)
+    submitted = jobs.submit(body, rest.caller(app), deadline=rest.deadline(app))
+    return rest.respond(app, JobsOut(jobs=[JobRef(id=s.job_id, status=s.status) for s in submitted]), status=202)
 
 
-@app.get("/jobs/<job_id>", operation_id="getJob", responses=api.responses(*READ_ERRORS, 404))
+@app.get("/jobs/<job_id>", operation_id="getJob", responses=rest.responses(*READ_ERRORS, 404))
 def get_job(job_id: str) -> Response[JobView]:
-    return api.respond(app, JobView.model_validate(jobs.get_job(job_id, api.caller(app))))
+    return rest.respond(app, JobView.model_validate(jobs.get_job(job_id, rest.caller(app))))
 
 
-handler = api.lambda_handler(app)
+handler = rest.lambda_handler(app)

@@ -42,21 +42,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from claudekit import api, conversations, idempotency, limits, tasks
-from claudekit.client import ClaudeClient, ClaudeResult, Delta, get_client
-from claudekit.contract import (
-    ConversationMessageBody,
-    ConversationStreamDone,
-    GenerateBody,
-    StreamDelta,
-    StreamDone,
-    StreamError,
-    parse_json,
-)
+from claudekit.claude.client import ClaudeClient, ClaudeResult, Delta, get_client
+from claudekit.claude.secret import get_api_key
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized
-from claudekit.secret import get_api_key
+from claudekit.http import idempotency, rest
+from claudekit.http.body import parse_json
 from claudekit.settings import get_settings
+from claudekit.store import ledger
+from claudekit.tasks import conversations, generate
+from claudekit.tasks.conversations import ConversationMessageBody
+from claudekit.tasks.generate import GenerateBody
+from claudekit.tasks.stream import ConversationStreamDone, StreamDelta, StreamDone, StreamError
 from claudekit.telemetry import logger
 
 FEATURE = "stream"
@@ -68,7 +65,7 @@ DEFAULT_DEADLINE_SECONDS = 120.0
 # notices a departed caller at the next upstream event, so this is normally milliseconds.
 SETTLE_WAIT_SECONDS = 10.0
 
-# no-store: a stream is per user, like every JSON response (which get api.JSON_HEADERS).
+# no-store: a stream is per user, like every JSON response (which get rest.JSON_HEADERS).
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"}
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
@@ -126,7 +123,7 @@ def invocation(headers: Mapping[str, str], margin: float, budget: float | None =
     return Invocation(
         request_id=str(request_id) if isinstance(request_id, str) and request_id else str(uuid.uuid4()),
         user_id=str(sub) if isinstance(sub, str) and sub else None,
-        groups=tuple(limits.parse_groups(claims.get("cognito:groups"))) if isinstance(claims, dict) else (),
+        groups=tuple(ledger.parse_groups(claims.get("cognito:groups"))) if isinstance(claims, dict) else (),
         deadline=Deadline.for_request(
             _Remaining(remaining), request_time_ms=request_time_ms, budget=budget or remaining, margin=margin
         ),
@@ -148,7 +145,7 @@ class _Remaining:
 
 def error_response(exc: ClaudeError, request_id: str) -> JSONResponse:
     return JSONResponse(
-        api.error_body(exc, request_id), status_code=exc.status, headers=api.error_headers(exc, request_id)
+        rest.error_body(exc, request_id), status_code=exc.status, headers=rest.error_headers(exc, request_id)
     )
 
 
@@ -164,7 +161,7 @@ def done_fields(result: ClaudeResult) -> dict[str, Any]:
 
 
 def _usage_and_cost(result: ClaudeResult) -> dict[str, Any]:
-    fields = api.result_fields(result)
+    fields = rest.result_fields(result)
     return {"usage": fields["usage"], "cost_usd": fields["cost_usd"]}
 
 
@@ -379,13 +376,13 @@ async def stream(request: Request) -> Response:
     except ClaudeError as exc:  # malformed: not UTF-8, not JSON, too deep, too large
         return error_response(exc, call.request_id)
     except ValidationError as exc:
-        return error_response(api.validation_error(list(exc.errors())), call.request_id)
+        return error_response(rest.validation_error(list(exc.errors())), call.request_id)
     try:
         client: ClaudeClient = await anyio.to_thread.run_sync(get_client)
     except Exception as exc:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
 
-    claude_request = tasks.generate_request(body, call.user_id, feature=FEATURE)
+    claude_request = generate.generate_request(body, call.user_id, feature=FEATURE)
     return await _respond(request, call, raw, lambda: client.stream(claude_request, call.deadline))
 
 
@@ -413,8 +410,8 @@ async def _respond(
     except Exception as exc:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
     # The pump's thread admits as this caller (its plan), and leaves the limit state here.
-    admitted = limits.Caller(frozenset(call.groups))
-    pump = Pump(limits.bind(admitted, produce))
+    admitted = ledger.Caller(frozenset(call.groups))
+    pump = Pump(ledger.bind(admitted, produce))
     first = await _first_item(pump, request.receive)
     if first is None:  # the caller left before the first byte
         pump.stop()
@@ -473,7 +470,7 @@ def replayed(outcome: dict[str, Any], request_id: str) -> Response:
     headers = {idempotency.REPLAYED: "true", "X-Request-Id": request_id}
     if outcome.get("status") != 200:
         body = {"error": {**outcome["error"], "request_id": request_id}}
-        return JSONResponse(body, status_code=int(outcome["status"]), headers={**headers, **api.JSON_HEADERS})
+        return JSONResponse(body, status_code=int(outcome["status"]), headers={**headers, **rest.JSON_HEADERS})
     events = (sse("delta", {"text": outcome["text"]}) if outcome["text"] else b"") + sse("done", outcome["done"])
     return Response(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
@@ -497,7 +494,7 @@ async def conversation_stream(request: Request) -> Response:
     except ClaudeError as exc:
         return error_response(exc, call.request_id)
     except ValidationError as exc:
-        return error_response(api.validation_error(list(exc.errors())), call.request_id)
+        return error_response(rest.validation_error(list(exc.errors())), call.request_id)
     try:
         client: ClaudeClient = await anyio.to_thread.run_sync(get_client)
     except Exception as exc:
@@ -574,7 +571,7 @@ def _with_cors(inner: Starlette) -> Callable[[Scope, Receive, Send], Awaitable[N
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = [(k.lower().encode(), v.encode()) for k, v in api.cors_headers().items()]
+                extra = [(k.lower().encode(), v.encode()) for k, v in rest.cors_headers().items()]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from jsonschema.validators import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENT = ROOT / "layers" / "claude" / "claudekit" / "openapi.json"
+DOCUMENT = ROOT / "layers" / "claude" / "claudekit" / "http" / "openapi.json"
 CLAUDE_ERRORS = {"400", "401", "409", "413", "422", "429", "500", "502", "503", "504"}
 
 

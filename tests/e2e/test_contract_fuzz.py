@@ -28,7 +28,7 @@ from tests.e2e.conftest import ROOT, StackClient
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "8"))
-schema = schemathesis.openapi.from_path(ROOT / "layers" / "claude" / "claudekit" / "openapi.json")
+schema = schemathesis.openapi.from_path(ROOT / "layers" / "claude" / "claudekit" / "http" / "openapi.json")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -21,11 +21,18 @@ import pytest
 from botocore.exceptions import ClientError
 
 from claudekit import errors
-from claudekit.client import MESSAGE_OVERHEAD_TOKENS, ClaudeClient, ClaudeRequest, ClaudeResult, Delta, reset_client
+from claudekit.claude.client import (
+    MESSAGE_OVERHEAD_TOKENS,
+    ClaudeClient,
+    ClaudeRequest,
+    ClaudeResult,
+    Delta,
+    reset_client,
+)
 from claudekit.deadline import Deadline
 from claudekit.errors import ConfigurationError
-from claudekit.limits import Ledger
 from claudekit.settings import Settings
+from claudekit.store.ledger import Ledger
 from local.consumer import FakeLambdaContext
 from local.simulator import Fault, Latency, Simulator
 from tests.conftest import emf_records, metric_values

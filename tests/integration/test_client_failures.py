@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta
+from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
 from local.aws import LocalAws
 from local.simulator import Fault, Simulator

@@ -15,7 +15,7 @@ import boto3
 import httpx2
 import pytest
 
-from claudekit.client import reset_client
+from claudekit.claude.client import reset_client
 from functions.stream import app as stream_app
 from local.serve import serve_in_thread
 from local.shim import ROOT, LambdaContext, load_module

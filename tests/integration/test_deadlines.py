@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from claudekit.client import reset_client
+from claudekit.claude.client import reset_client
 from local.shim import ROOT, LambdaContext, load_module
 from local.simulator import Fault, Simulator
 

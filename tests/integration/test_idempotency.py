@@ -203,7 +203,7 @@ def test_a_retried_conversation_turn_is_recorded_once(settings_env: dict[str, st
 def test_an_answer_too_large_to_keep_is_delivered_and_its_key_freed(settings_env: dict[str, str]) -> None:
     """Powertools keeps a response in one DynamoDB item (400 KB): a larger one is answered anyway,
     not kept, and a retry runs again rather than failing or waiting on a stuck key."""
-    from claudekit import idempotency
+    from claudekit.http import idempotency
 
     store = idempotency.Idempotency(settings_env["TABLE_NAME"])
     data = idempotency.request_data(user(), "POST", "/conversations", str(uuid.uuid4()), b"{}")

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from claudekit.contract import ClassifyOut, GenerateOut, IdeasOut
+from claudekit.tasks.classify import ClassifyOut
+from claudekit.tasks.generate import GenerateOut
+from claudekit.tasks.ideas import IdeasOut
 from local.consumer import SqsEventSource
 from local.simulator import Simulator
 from tests.integration import test_jobs_batches as batches

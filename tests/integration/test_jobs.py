@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from claudekit import jobs
-from claudekit.client import get_client
-from claudekit.contract import GenerateOut
+from claudekit.claude.client import get_client
+from claudekit.tasks import jobs
+from claudekit.tasks.generate import GenerateOut
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
@@ -307,7 +307,7 @@ def test_retry_after_sets_the_delay_of_the_re_scheduled_job(
 ) -> None:
     monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "1")
     monkeypatch.setenv("MODEL_FALLBACK", "")
-    from claudekit.client import reset_client
+    from claudekit.claude.client import reset_client
 
     reset_client()
     consumer = jobs.JobConsumer(options=FAST)
@@ -334,7 +334,7 @@ def test_a_long_retry_after_waits_in_the_queue_not_in_lambda(
     sim: Simulator, local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MODEL_FALLBACK", "")  # retries on, three attempts by default
-    from claudekit.client import reset_client
+    from claudekit.claude.client import reset_client
 
     reset_client()
     consumer = jobs.JobConsumer(options=FAST)
@@ -503,7 +503,7 @@ def test_jobs_run_under_the_plan_of_the_groups_they_were_posted_with(
 ) -> None:
     """The SQS worker has no token: each job carries its owner's groups, so a free user's jobs
     count against the free plan's minute, not the default plan's."""
-    from claudekit.client import reset_client
+    from claudekit.claude.client import reset_client
     from functions.jobs import app
 
     monkeypatch.setenv("PLANS", json.dumps({"free": {"requests_per_minute": 2, "daily_budget_usd": 1}}))

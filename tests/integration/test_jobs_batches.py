@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from claudekit import errors, jobs
-from claudekit.client import get_client, reset_client
-from claudekit.jobs.store import _from_ddb
+from claudekit import errors
+from claudekit.claude.client import get_client, reset_client
+from claudekit.store.jobs import _from_ddb
+from claudekit.tasks import jobs
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Simulator
@@ -390,7 +391,7 @@ def test_a_batch_over_the_budget_is_refused_before_anything_happens(
     sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "0.01")
-    from claudekit.client import reset_client
+    from claudekit.claude.client import reset_client
 
     reset_client()
     # 30 reasoning jobs at the batch rate reserve far more than a cent: more than the whole budget,

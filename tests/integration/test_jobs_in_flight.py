@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from claudekit import jobs
-from claudekit.client import get_client, reset_client
+from claudekit.claude.client import get_client, reset_client
+from claudekit.tasks import jobs
 from local.aws import LocalAws
 from local.consumer import SqsEventSource
 from local.simulator import Fault, Simulator

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from claudekit import jobs
-from claudekit.client import reset_client
+from claudekit.claude.client import reset_client
+from claudekit.tasks import jobs
 from local.aws import LocalAws
 from local.consumer import SqsEventSource, build_event
 from local.simulator import Fault, Simulator

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.client import ClaudeClient, ClaudeRequest
+from claudekit.claude.client import ClaudeClient, ClaudeRequest
 from claudekit.deadline import Deadline
 from local.simulator import Simulator
 

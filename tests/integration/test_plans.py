@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from claudekit import errors, limits
-from claudekit.client import ClaudeClient, ClaudeRequest, get_client, reset_client
+from claudekit import errors
+from claudekit.claude.client import ClaudeClient, ClaudeRequest, get_client, reset_client
+from claudekit.claude.pricing import Usage
 from claudekit.deadline import Deadline
+from claudekit.store import ledger
 from claudekit.telemetry import hash_user
-from claudekit.usage import Usage
 from local.shim import ROOT, LambdaContext, load_module
 from local.simulator import Simulator
 
@@ -40,7 +41,7 @@ def ask(client: ClaudeClient, user: str, groups: tuple[str, ...] = (), feature: 
         except errors.ClaudeError as exc:
             return exc.code
 
-    return limits.bind(limits.Caller(frozenset(groups)), run)()
+    return ledger.bind(ledger.Caller(frozenset(groups)), run)()
 
 
 def fresh(name: str) -> str:
@@ -65,7 +66,7 @@ def test_twelve_concurrent_free_requests_admit_exactly_the_plan_while_pro_is_una
     assert free_outcomes.count("RATE_LIMITED") == 7
     assert pro_outcomes == ["ok"] * 12
     assert len(sim.message_requests()) == 17
-    with limits.request(("free",)):
+    with ledger.request(("free",)):
         report = client.ledger.report(free)
     assert report["plan"] == "free" and report["requests"] == 5
     assert report["limits"] == {"requests_per_minute": 5, "daily_budget_usd": 0.5}
@@ -82,7 +83,7 @@ def test_users_in_no_plan_group_get_the_default_plan_from_the_two_settings(make_
 
 def test_a_user_in_several_plan_groups_gets_the_last_plan_listed(make_client: Any, sim: Simulator) -> None:
     client: ClaudeClient = make_client(plans=PLANS)
-    with limits.request(("pro", "free")):
+    with ledger.request(("pro", "free")):
         assert client.ledger.report(fresh("both"))["plan"] == "pro"
 
 
@@ -94,7 +95,7 @@ def test_a_per_user_override_item_replaces_the_plan_or_its_numbers(make_client: 
 
     assert [ask(client, upgraded, ("free",)) for _ in range(6)] == ["ok"] * 6
     assert [ask(client, capped, ("free",)) for _ in range(2)] == ["ok", "RATE_LIMITED"]
-    with limits.request(("free",)):
+    with ledger.request(("free",)):
         report = client.ledger.report(capped)
     assert report["plan"] == "free" and report["plan_overridden"] is True
     assert report["limits"] == {"requests_per_minute": 1, "daily_budget_usd": 0.5}
@@ -254,12 +255,12 @@ def _usage(input_tokens: int, output_tokens: int) -> Usage:
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens)
 
 
-def _costs(actual: str) -> limits.Costs:
-    return limits.Costs(Decimal(actual), Decimal(actual), Decimal(actual))
+def _costs(actual: str) -> ledger.Costs:
+    return ledger.Costs(Decimal(actual), Decimal(actual), Decimal(actual))
 
 
 def test_parse_groups_reads_every_shape_api_gateway_sends() -> None:
-    assert limits.parse_groups("admins,pro") == ["admins", "pro"]
-    assert limits.parse_groups("[admins pro]") == ["admins", "pro"]
-    assert limits.parse_groups(["admins"]) == ["admins"]
-    assert limits.parse_groups(None) == [] and limits.parse_groups("") == []
+    assert ledger.parse_groups("admins,pro") == ["admins", "pro"]
+    assert ledger.parse_groups("[admins pro]") == ["admins", "pro"]
+    assert ledger.parse_groups(["admins"]) == ["admins"]
+    assert ledger.parse_groups(None) == [] and ledger.parse_groups("") == []

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.client import ClaudeRequest
+from claudekit.claude.client import ClaudeRequest
+from claudekit.claude.secret import get_api_key
 from claudekit.deadline import Deadline
-from claudekit.secret import get_api_key
 from local.aws import LocalAws
 from local.simulator import Simulator
 

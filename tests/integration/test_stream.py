@@ -22,7 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from claudekit.client import get_client, reset_client
+from claudekit.claude.client import get_client, reset_client
 from functions.stream import app as stream_app
 from local.serve import serve_in_thread
 from local.simulator import Fault, Latency, Simulator

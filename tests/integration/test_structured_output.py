@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
-from claudekit import errors, tasks
-from claudekit.contract import ClassifyBody, GenerateBody, IdeasBody
+from claudekit import errors
 from claudekit.deadline import Deadline
+from claudekit.tasks import classify, generate, ideas
+from claudekit.tasks.classify import ClassifyBody
+from claudekit.tasks.generate import GenerateBody
+from claudekit.tasks.ideas import IdeasBody
 
 
 class CannedClaude(ThreadingHTTPServer):
@@ -74,7 +77,7 @@ LABELS = ClassifyBody(text="The parcel was late.", labels=["billing", "shipping"
 
 def test_a_label_outside_the_list_is_repaired_once(client: Any, canned: CannedClaude) -> None:
     canned.replies += ['{"label": "banana"}', '{"label": "shipping"}']
-    label, result = tasks.classify(client, LABELS, "u-repaired", Deadline.after(10))
+    label, result = classify.classify(client, LABELS, "u-repaired", Deadline.after(10))
     assert label == "shipping"
     # The answer reports what the caller paid for: both calls, as the ledger charged them.
     assert result.usage.input_tokens == 20 and result.usage.output_tokens == 10
@@ -89,7 +92,7 @@ def test_a_label_outside_the_list_is_repaired_once(client: Any, canned: CannedCl
 def test_a_label_outside_the_list_twice_is_upstream_error(client: Any, canned: CannedClaude) -> None:
     canned.replies += ['{"label": "banana"}', "not even json"]
     with pytest.raises(errors.StructuredOutputError) as caught:
-        tasks.classify(client, LABELS, "u", Deadline.after(10))
+        classify.classify(client, LABELS, "u", Deadline.after(10))
     assert (caught.value.code, caught.value.status) == ("UPSTREAM_ERROR", 502)
     assert len(canned.bodies) == 2
 
@@ -98,7 +101,7 @@ def test_the_wrong_number_of_ideas_is_never_returned(client: Any, canned: Canned
     idea = {"title": "T", "excerpt": "E", "target_audience": "A"}
     canned.replies += [json.dumps({"ideas": [idea]}), json.dumps({"ideas": [idea, idea]})]
     with pytest.raises(errors.StructuredOutputError):
-        tasks.ideas(client, IdeasBody(topic="x", count=3), "u", Deadline.after(10))
+        ideas.ideas(client, IdeasBody(topic="x", count=3), "u", Deadline.after(10))
 
 
 @pytest.mark.parametrize(
@@ -132,7 +135,7 @@ def test_json_of_the_wrong_shape_is_upstream_error_not_a_crash(make_client: Any,
     try:
         client = make_client(anthropic_base_url=f"http://127.0.0.1:{server.server_address[1]}", model_fallback="")
         with pytest.raises(errors.UpstreamMalformed) as caught:
-            tasks.generate(client, GenerateBody(prompt="hi"), "u", Deadline.after(10))
+            generate.generate(client, GenerateBody(prompt="hi"), "u", Deadline.after(10))
         assert caught.value.status == 502
     finally:
         server.shutdown()

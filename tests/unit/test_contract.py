@@ -1,4 +1,4 @@
-"""The one text type and the body parser every route shares (claudekit.contract)."""
+"""The one text type and the body parser every route shares (claudekit.tasks.models, claudekit.http.body)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from claudekit.api import check_body, with_standard_headers
-from claudekit.contract import MAX_JSON_DEPTH, ClassifyBody, GenerateBody, IdeasBody, parse_json
 from claudekit.errors import MalformedRequest
-from claudekit.jobs import JobMessage, JobsBody
+from claudekit.http.body import MAX_JSON_DEPTH, parse_json
+from claudekit.http.rest import check_body, with_standard_headers
+from claudekit.tasks.classify import ClassifyBody
+from claudekit.tasks.generate import GenerateBody
+from claudekit.tasks.ideas import IdeasBody
+from claudekit.tasks.jobs import JobMessage, JobsBody
 
 NOT_TEXT = ["\udfff", "a\ud800b", "\x00", "x\x01", "\x0b", "\x0c", "\x1b[31m", "\x7f", "\x85", "\x9f"]
 BLANK = ["", " ", "\n\t\r\n", "\u3000", "\u2003\u00a0", "\u200b", "\ufeff", "\u200d\u2060 \u200b"]
@@ -104,9 +107,9 @@ def test_a_base64_body_is_checked_and_decoded_for_the_router() -> None:
 
 
 def test_standard_headers_are_added_to_any_response_without_overriding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from claudekit import api
+    from claudekit.http import rest
 
-    monkeypatch.setattr(api, "cors_headers", dict)  # CORS is configuration; its headers are tested below
+    monkeypatch.setattr(rest, "cors_headers", dict)  # CORS is configuration; its headers are tested below
     json_result = with_standard_headers(
         {"statusCode": 200, "multiValueHeaders": {"Content-Type": ["application/json"]}, "body": "{}"}, "rid"
     )
@@ -120,16 +123,16 @@ def test_standard_headers_are_added_to_any_response_without_overriding(monkeypat
 
 
 def test_the_configured_origin_gets_cors_headers_on_every_response(monkeypatch: pytest.MonkeyPatch) -> None:
-    from claudekit import api
+    from claudekit.http import rest
 
-    monkeypatch.setattr(api, "cors_headers", lambda: {"Access-Control-Allow-Origin": "https://app.example"})
+    monkeypatch.setattr(rest, "cors_headers", lambda: {"Access-Control-Allow-Origin": "https://app.example"})
     for headers in ({"Content-Type": "application/json"}, {"content-type": "text/event-stream"}):
         result = with_standard_headers({"statusCode": 200, "headers": dict(headers)}, "rid")
         assert result["headers"]["Access-Control-Allow-Origin"] == "https://app.example"
 
 
 def test_validation_messages_name_fields_but_never_echo_a_made_up_key() -> None:
-    from claudekit.api import validation_error
+    from claudekit.http.rest import validation_error
 
     key = "\x00<script>" + "a" * 10_000
     with pytest.raises(ValidationError) as caught:

@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from claudekit.client import ClaudeResult
+from claudekit.claude.client import ClaudeResult
+from claudekit.claude.pricing import Usage
 from claudekit.errors import StructuredOutputError
-from claudekit.jobs import kinds
-from claudekit.usage import Usage
+from claudekit.tasks.jobs import kinds
 
 
 def answered(text: str) -> ClaudeResult:

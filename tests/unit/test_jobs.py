@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from claudekit import jobs
-from claudekit.jobs.submit import _chunks
+from claudekit.tasks import jobs
+from claudekit.tasks.jobs.submit import _chunks
 from local.consumer import build_event, failed_ids
 
 

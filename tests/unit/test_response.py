@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anthropic.types import Message
 
-from claudekit.client import _result_of
+from claudekit.claude.client import _result_of
 
 
 def message(content: list[dict[str, object]], stop_reason: str = "end_turn") -> Message:

@@ -11,8 +11,8 @@ import pytest
 from anthropic._error_classes import make_status_error
 
 from claudekit import errors
+from claudekit.claude.retry import backoff, call_with_retry, classify, parse_retry_after
 from claudekit.deadline import Deadline
-from claudekit.retry import backoff, call_with_retry, classify, parse_retry_after
 
 
 def status_error(

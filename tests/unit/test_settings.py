@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from claudekit.claude.routing import max_tokens_for, model_for
 from claudekit.errors import ConfigurationError, InvalidRequest
-from claudekit.routing import max_tokens_for, model_for
 from claudekit.settings import Settings, load_settings
 
 

@@ -18,8 +18,8 @@ from decimal import Decimal
 
 import pytest
 
+from claudekit.claude.pricing import Usage, cost_usd, cost_without_caching, price_table, worst_case_usd
 from claudekit.errors import ConfigurationError
-from claudekit.usage import Usage, cost_usd, cost_without_caching, price_table, worst_case_usd
 from local import prices as generator
 
 TABLE = price_table()
@@ -190,7 +190,7 @@ def test_our_arithmetic_agrees_with_genai_prices(model: str, prompt: int, batch:
 
 
 def test_the_layer_never_imports_genai_prices() -> None:
-    code = "import sys, claudekit.client; print('genai_prices' in sys.modules)"
+    code = "import sys, claudekit.claude.client; print('genai_prices' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=generator.ROOT / "layers/claude"
     )

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     conversation_overflow: Literal["summarize", "drop"] = "summarize"
 
     # Price overrides: JSON object of whole rows {model_id: {min_cache_tokens, batch_factor, periods}},
-    # the shape of claudekit/prices.json (docs/operations.md); validated when the client is built.
+    # the shape of claudekit/claude/prices.json (docs/operations.md); validated when the client is built.
     pricing_json: str | None = None
 
     @field_validator("task_tiers", mode="before")

@@ -10,21 +10,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
-from claudekit.contract import (
-    Body,
-    ClassifyBody,
-    ClassifyOut,
-    GenerateBody,
-    GenerateOut,
-    GenerateTask,
-    IdeasBody,
-    IdeasOut,
-    Text,
-)
 from claudekit.errors import (
     ClaudeError,
 )
 from claudekit.settings import Settings
+from claudekit.tasks.classify import ClassifyBody, ClassifyOut
+from claudekit.tasks.generate import GenerateBody, GenerateOut, GenerateTask
+from claudekit.tasks.ideas import IdeasBody, IdeasOut
+from claudekit.tasks.models import Body, Text
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 JobMode = Literal["realtime", "batch"]

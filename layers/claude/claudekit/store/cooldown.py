@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from claudekit.dynamo import ThreadTable
+from claudekit.store.dynamo import ThreadTable
 from claudekit.telemetry import logger
 
 # How long an instance trusts a "no cooldown" read before it reads the table again.

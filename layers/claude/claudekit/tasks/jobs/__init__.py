@@ -28,8 +28,9 @@ settles that job's reservation, so a duplicate poll never charges twice.
 
 from __future__ import annotations
 
-from claudekit.jobs.consumer import ConcurrentBatchProcessor, JobConsumer, RecordReturned, get_consumer, reset_consumer
-from claudekit.jobs.models import (
+from claudekit.settings import get_settings
+from claudekit.store.jobs import JobStore, QueueInfo, public_view, queue_info, reset_clients, store_for
+from claudekit.tasks.jobs.models import (
     BATCH_FEATURE,
     FEATURE,
     IN_CALL_RETRY_WAIT_SECONDS,
@@ -48,9 +49,14 @@ from claudekit.jobs.models import (
     JobTask,
     digest,
 )
-from claudekit.jobs.store import JobStore, QueueInfo, public_view, queue_info, reset_clients, store_for
-from claudekit.jobs.submit import Submitted, get_job, submit, submit_batch
-from claudekit.settings import get_settings
+from claudekit.tasks.jobs.submit import Submitted, get_job, submit, submit_batch
+from claudekit.tasks.jobs.worker import (
+    ConcurrentBatchProcessor,
+    JobConsumer,
+    RecordReturned,
+    get_consumer,
+    reset_consumer,
+)
 
 __all__ = [
     "BATCH_FEATURE",

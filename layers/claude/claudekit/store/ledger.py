@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from claudekit.dynamo import ThreadTable
+from claudekit.claude.pricing import Usage
 from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
+from claudekit.store.dynamo import ThreadTable
 from claudekit.telemetry import hash_user, logger
-from claudekit.usage import Usage
 
 DAY_SECONDS = 86_400
 DEFAULT_PLAN = "default"

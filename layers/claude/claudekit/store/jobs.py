@@ -18,9 +18,9 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from claudekit.dynamo import SharedClient
-from claudekit.jobs.models import now_iso
 from claudekit.settings import Settings
+from claudekit.store.dynamo import SharedClient
+from claudekit.tasks.jobs.models import now_iso
 from claudekit.telemetry import hash_user, logger
 
 # Attribute names that are reserved words in DynamoDB expressions.

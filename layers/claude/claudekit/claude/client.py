@@ -31,9 +31,18 @@ from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitB
 from pydantic import BaseModel, ValidationError
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-from claudekit import secret
-from claudekit.breaker import FleetFailures
-from claudekit.cooldown import Cooldowns
+from claudekit.claude import secret
+from claudekit.claude.pricing import (
+    ModelPrices,
+    Usage,
+    cost_usd,
+    cost_without_caching,
+    price_table,
+    utc_date,
+    worst_case_usd,
+)
+from claudekit.claude.retry import MIN_ATTEMPT_SECONDS, call_with_retry, classify
+from claudekit.claude.routing import max_tokens_for, model_for
 from claudekit.deadline import Deadline
 from claudekit.errors import (
     BREAKER_FAILURES,
@@ -52,20 +61,11 @@ from claudekit.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
-from claudekit.limits import Costs, Ledger, Reservation
-from claudekit.retry import MIN_ATTEMPT_SECONDS, call_with_retry, classify
-from claudekit.routing import max_tokens_for, model_for
 from claudekit.settings import Settings, get_settings
+from claudekit.store.breaker import FleetFailures
+from claudekit.store.cooldown import Cooldowns
+from claudekit.store.ledger import Costs, Ledger, Reservation
 from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
-from claudekit.usage import (
-    ModelPrices,
-    Usage,
-    cost_usd,
-    cost_without_caching,
-    price_table,
-    utc_date,
-    worst_case_usd,
-)
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")

@@ -22,8 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from claudekit import limits
-from claudekit.client import ClaudeClient, get_client
+from claudekit.claude.client import ClaudeClient, get_client
 from claudekit.deadline import Deadline, LambdaContextLike
 from claudekit.errors import (
     TRANSIENT,
@@ -40,8 +39,12 @@ from claudekit.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from claudekit.jobs import kinds
-from claudekit.jobs.models import (
+from claudekit.settings import Settings, get_settings
+from claudekit.store import ledger
+from claudekit.store.jobs import QueueInfo, _aws, queue_info, reset_clients, store_for
+from claudekit.store.ledger import Reservation
+from claudekit.tasks.jobs import kinds
+from claudekit.tasks.jobs.models import (
     FEATURE,
     IN_CALL_RETRY_WAIT_SECONDS,
     BatchPollMessage,
@@ -50,10 +53,7 @@ from claudekit.jobs.models import (
     error_of,
     input_digest,
 )
-from claudekit.jobs.store import QueueInfo, _aws, queue_info, reset_clients, store_for
-from claudekit.jobs.submit import _batch_request, _plausible_id, _send_poll
-from claudekit.limits import Reservation
-from claudekit.settings import Settings, get_settings
+from claudekit.tasks.jobs.submit import _batch_request, _plausible_id, _send_poll
 from claudekit.telemetry import hash_user, logger
 
 # SQS DelaySeconds allows at most 15 minutes.
@@ -238,7 +238,7 @@ class JobConsumer:
         deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
         # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
         # Admitted under the owner's plan, from the groups the job was posted with.
-        with limits.request(message.groups):
+        with ledger.request(message.groups):
             return kinds.run(
                 self.client(),
                 message.item(),

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from claudekit import tasks
-from claudekit.client import ClaudeClient, ClaudeRequest, ClaudeResult
-from claudekit.contract import ClassifyBody, ClassifyOut, GenerateOut, IdeasBody, IdeasOut, UsageOut
+from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult
 from claudekit.deadline import Deadline
-from claudekit.jobs.models import ClassifyJob, GenerateJob, IdeasJob
+from claudekit.tasks import classify, generate, ideas, structured
+from claudekit.tasks.classify import ClassifyBody, ClassifyOut
+from claudekit.tasks.generate import GenerateOut
+from claudekit.tasks.ideas import IdeasBody, IdeasOut
+from claudekit.tasks.jobs.models import ClassifyJob, GenerateJob, IdeasJob
+from claudekit.tasks.models import UsageOut
 
 Item = GenerateJob | ClassifyJob | IdeasJob
 
@@ -48,24 +51,24 @@ def run(
 ) -> dict[str, Any]:
     """One realtime job: the feature's task, its result as the route answers it."""
     if isinstance(item, ClassifyJob):
-        request, output = tasks.classify_request(item.input, user, feature, max_retry_wait)
+        request, output = classify.classify_request(item.input, user, feature, max_retry_wait)
         parsed, result = client.complete_structured(request, output, deadline)
-        return classify_out(tasks.classify_answer(item.input, parsed), result)
+        return classify_out(classify.classify_answer(item.input, parsed), result)
     if isinstance(item, IdeasJob):
-        request, output = tasks.ideas_request(item.input, user, feature, max_retry_wait)
+        request, output = ideas.ideas_request(item.input, user, feature, max_retry_wait)
         parsed, result = client.complete_structured(request, output, deadline)
-        return ideas_out(tasks.ideas_answer(parsed), result)
-    request = tasks.generate_request(item.body(), user, feature, max_retry_wait)
+        return ideas_out(ideas.ideas_answer(parsed), result)
+    request = generate.generate_request(item.body(), user, feature, max_retry_wait)
     return generate_out(client.complete(request, deadline))
 
 
 def batch_request(item: Item, user: str, feature: str) -> ClaudeRequest:
     """The request one Message Batches entry sends: the realtime request, output schema included."""
     if isinstance(item, ClassifyJob):
-        return tasks.with_output(*tasks.classify_request(item.input, user, feature))
+        return structured.with_output(*classify.classify_request(item.input, user, feature))
     if isinstance(item, IdeasJob):
-        return tasks.with_output(*tasks.ideas_request(item.input, user, feature))
-    return tasks.generate_request(item.body(), user, feature)
+        return structured.with_output(*ideas.ideas_request(item.input, user, feature))
+    return generate.generate_request(item.body(), user, feature)
 
 
 def answer_check(item: Item) -> dict[str, Any] | None:
@@ -82,12 +85,12 @@ def batch_answer(task: str, check: dict[str, Any] | None, result: ClaudeResult) 
     if task == "classify" and check is not None:
         labels = [str(label) for label in check["labels"]]
         body = ClassifyBody.model_construct(text="", labels=labels)
-        _, output = tasks.classify_request(body, "")
-        return classify_out(tasks.classify_answer(body, tasks.parse_output(output, result)), result)
+        _, output = classify.classify_request(body, "")
+        return classify_out(classify.classify_answer(body, structured.parse_output(output, result)), result)
     if task == "ideas" and check is not None:
         ideas_body = IdeasBody.model_construct(topic="", count=int(check["count"]))
-        _, output = tasks.ideas_request(ideas_body, "")
-        return ideas_out(tasks.ideas_answer(tasks.parse_output(output, result)), result)
+        _, output = ideas.ideas_request(ideas_body, "")
+        return ideas_out(ideas.ideas_answer(structured.parse_output(output, result)), result)
     return generate_out(result)
 
 

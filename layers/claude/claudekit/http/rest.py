@@ -21,13 +21,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from claudekit import idempotency, limits, openapi
-from claudekit.client import ClaudeResult, get_client
-from claudekit.contract import parse_json
+from claudekit.claude.client import ClaudeResult, get_client
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, Forbidden, InvalidRequest, MalformedRequest, NotFound, Unauthorized
-from claudekit.jobs.models import JobTask
+from claudekit.http import idempotency, openapi
+from claudekit.http.body import parse_json
 from claudekit.settings import get_settings
+from claudekit.store import ledger
+from claudekit.tasks.jobs.models import JobTask
 from claudekit.telemetry import logger, tracer
 
 # On every JSON response, errors included: bodies are per user and must never be sniffed or cached.
@@ -62,7 +63,7 @@ def require_group(app: APIGatewayRestResolver, group: str) -> None:
     """403 unless the caller's Cognito groups (the `cognito:groups` claim) include `group`."""
     caller(app)
     claims = app.current_event.request_context.authorizer.claims or {}
-    if group not in limits.parse_groups(claims.get("cognito:groups")):
+    if group not in ledger.parse_groups(claims.get("cognito:groups")):
         raise Forbidden()
 
 
@@ -114,7 +115,7 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
             event[key] = headers
         rid = str((event.get("requestContext") or {}).get("requestId") or "")
         claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
-        with limits.request(limits.parse_groups(claims.get("cognito:groups"))) as admitted:
+        with ledger.request(ledger.parse_groups(claims.get("cognito:groups"))) as admitted:
             try:
                 check_body(event)
             except ClaudeError as exc:

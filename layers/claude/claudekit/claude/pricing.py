@@ -179,7 +179,7 @@ def utc_date(timestamp: float | None = None) -> date:
 def price_table(overrides_json: str | None = None) -> dict[str, ModelPrices]:
     """The shipped rows, with whole rows from PRICING_JSON (same shape) replacing or adding models."""
     raw: dict[str, Any] = json.loads(
-        resources.files("claudekit").joinpath("prices.json").read_text(), parse_float=Decimal
+        resources.files("claudekit.claude").joinpath("prices.json").read_text(), parse_float=Decimal
     )
     if overrides_json:
         try:

@@ -14,8 +14,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from claudekit import limits
-from claudekit.client import ClaudeClient, ClaudeRequest, get_client
+from claudekit.claude.client import ClaudeClient, ClaudeRequest, get_client
 from claudekit.deadline import Deadline
 from claudekit.errors import (
     ClaudeError,
@@ -26,8 +25,11 @@ from claudekit.errors import (
     RateLimited,
     UpstreamMalformed,
 )
-from claudekit.jobs import kinds
-from claudekit.jobs.models import (
+from claudekit.settings import Settings, get_settings
+from claudekit.store import ledger
+from claudekit.store.jobs import JobStore, _aws, job_key, public_view, store_for
+from claudekit.tasks.jobs import kinds
+from claudekit.tasks.jobs.models import (
     BATCH_FEATURE,
     MAX_SQS_PAYLOAD_BYTES,
     SEND_ATTEMPTS,
@@ -44,8 +46,6 @@ from claudekit.jobs.models import (
     message_input,
     now_iso,
 )
-from claudekit.jobs.store import JobStore, _aws, job_key, public_view, store_for
-from claudekit.settings import Settings, get_settings
 from claudekit.telemetry import hash_user, logger
 
 # ---- POST /jobs and GET /jobs/{id} ----------------------------------------------------------
@@ -108,7 +108,7 @@ def submit(
         )
     now = time.time()
     messages: list[JobMessage] = []
-    caller = limits.current_caller()
+    caller = ledger.current_caller()
     groups = sorted(caller.groups) if caller is not None else []
     for index, item in enumerate(body.items):
         message = JobMessage(

@@ -1,0 +1,1 @@
+"""The Claude client: admission, breaker, retry, fallback, the call, usage and cost."""

@@ -1,0 +1,1 @@
+"""Every DynamoDB access of the kit, one table, one style."""

@@ -1,0 +1,48 @@
+"""POST /generate: free text in, text out, the model routed by task."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult
+from claudekit.deadline import Deadline
+from claudekit.tasks.models import Body, Text, UsageOut
+
+GenerateTask = Literal["generate", "analyze", "reason", "summarize", "extract"]
+
+
+class GenerateBody(Body):
+    prompt: Text
+    system: Text | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    task: GenerateTask = "generate"
+
+
+class GenerateOut(BaseModel):
+    text: str
+    model: str
+    stop_reason: str | None
+    truncated: bool
+    usage: UsageOut
+    cost_usd: float
+    request_id: str | None
+
+
+def generate_request(
+    body: GenerateBody, user_id: str, feature: str = "generate", max_retry_wait: float | None = None
+) -> ClaudeRequest:
+    return ClaudeRequest(
+        feature=feature,
+        task=body.task,
+        user_id=user_id,
+        prompt=body.prompt,
+        system=body.system,
+        max_tokens=body.max_tokens,
+        max_retry_wait=max_retry_wait,
+    )
+
+
+def generate(client: ClaudeClient, body: GenerateBody, user_id: str, deadline: Deadline) -> ClaudeResult:
+    return client.complete(generate_request(body, user_id), deadline)
