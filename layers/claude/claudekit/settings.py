@@ -108,6 +108,21 @@ class Settings(BaseSettings):
     job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
     # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
     batch_poll_seconds: int = Field(60, ge=0, le=900)
+    # A transient failure re-schedules a job after the larger of its retry-after and
+    # base * 2**(n-1) for the n-th re-schedule, at most the max (SQS DelaySeconds allows 900).
+    job_retry_base_seconds: float = Field(10.0, ge=0)
+    job_retry_max_seconds: float = Field(900.0, ge=0, le=900)
+    # An in-progress duplicate of a job is looked at again after this long.
+    job_in_progress_retry_seconds: float = Field(30.0, ge=0, le=900)
+    # A record does not start with less invocation time left than this; it goes back untouched.
+    job_min_start_seconds: float = Field(20.0, ge=0)
+    # Re-sends of a message that could not start (rate limit window full, last receive unstarted).
+    job_max_deferrals: int = Field(60, ge=0)
+    # Job records (and their results) and idempotency records live this long.
+    job_ttl_seconds: int = Field(7 * 86_400, ge=60)
+    # Stop trying to read a Message Batches batch that keeps failing after this long (a batch ends
+    # within 24 h; its results are kept 29 days).
+    batch_max_age_seconds: int = Field(3 * 86_400, ge=3600)
 
     # Conversations: history kept this long after the last turn (DynamoDB TTL), and at most this many
     # characters sent per turn (system, summary, history and prompt); past it the oldest turns are
