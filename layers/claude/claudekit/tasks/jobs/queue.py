@@ -23,8 +23,8 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 from claudekit.tasks.jobs.models import MAX_SQS_PAYLOAD_BYTES, JobMessage
 from claudekit.telemetry import logger
 
-# botocore's standard mode: 3 attempts per call.
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
+# botocore's standard mode: 3 attempts per call, the first included.
+RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3})
 # Rounds of SendMessageBatch for entries SQS reported as failed (not the caller's fault).
 SEND_ROUNDS = 3
 SEND_BATCH_ENTRIES = 10
