@@ -27,14 +27,14 @@ from claudekit.telemetry import logger
 RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3})
 # Rounds of SendMessageBatch for entries SQS reported as failed (not the caller's fault).
 SEND_ROUNDS = 3
-SEND_BATCH_ENTRIES = 10
+MAX_ENTRIES_PER_SEND = 10
 # SQS DelaySeconds allows at most 15 minutes; a visibility timeout at most 12 hours.
 SQS_MAX_DELAY_SECONDS = 900
 SQS_MAX_VISIBILITY_SECONDS = 43_200
 
 
 class RecordReturned(Exception):
-    """The record goes back to the queue (a batch item failure); `reason` says why."""
+    """The record goes back to the queue (one of `batchItemFailures`); `reason` says why."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -97,7 +97,7 @@ def chunks(messages: list[JobMessage]) -> Iterable[list[JobMessage]]:
     size = 0
     for message in messages:
         length = len(message.to_json().encode())
-        if chunk and (len(chunk) == SEND_BATCH_ENTRIES or size + length > MAX_SQS_PAYLOAD_BYTES):
+        if chunk and (len(chunk) == MAX_ENTRIES_PER_SEND or size + length > MAX_SQS_PAYLOAD_BYTES):
             yield chunk
             chunk, size = [], 0
         chunk.append(message)
