@@ -1,7 +1,7 @@
 """Batch jobs throughput: 100 jobs at 200 ms simulated upstream latency through the local SQS event source.
 
 Concurrency = pollers (concurrent invocations, the event source's MaximumConcurrency) x records
-processed concurrently per invocation (BATCH_MAX_CONCURRENCY). The ideal wall time is
+processed concurrently per invocation (WORKER_RECORD_CONCURRENCY). The ideal wall time is
 ceil(jobs / concurrency) x latency; the rest is the queue, DynamoDB (moto) and bookkeeping.
 
     python -m benchmarks.jobs

@@ -55,7 +55,7 @@ SETTINGS_ENV = {
     "MAX_JOBS_IN_FLIGHT",
     "TABLE_NAME",
     "JOBS_QUEUE_URL",
-    "BATCH_MAX_CONCURRENCY",
+    "WORKER_RECORD_CONCURRENCY",
     "BREAKER_FAILURE_THRESHOLD",
     "BREAKER_RECOVERY_SECONDS",
     "REQUEST_BUDGET_SECONDS",
@@ -213,14 +213,14 @@ def test_buffered_routes_answer_before_api_gateway_cuts_them(
     """One parameter sets both each buffered function's Timeout and its deadline's budget, and it
     cannot exceed API Gateway's limit: the function answers (a JSON error included) in time."""
     env = global_function["Environment"]["Variables"]
-    assert env["REQUEST_BUDGET_SECONDS"] == {"Ref": "FunctionTimeout"}
-    parameter = template["Parameters"]["FunctionTimeout"]
+    assert env["REQUEST_BUDGET_SECONDS"] == {"Ref": "RequestBudgetSeconds"}
+    parameter = template["Parameters"]["RequestBudgetSeconds"]
     assert parameter["Default"] <= API_GATEWAY_BUFFERED_LIMIT
     assert parameter["MaxValue"] <= API_GATEWAY_BUFFERED_LIMIT
     buffered = {name for name, _, p in api_events(functions) if p.get("ResponseTransferMode") != "RESPONSE_STREAM"}
     assert buffered
     for name in buffered:
-        assert prop(functions[name], global_function, "Timeout") == {"Ref": "FunctionTimeout"}, name
+        assert prop(functions[name], global_function, "Timeout") == {"Ref": "RequestBudgetSeconds"}, name
         own_env = functions[name]["Properties"].get("Environment", {}).get("Variables", {})
         assert "REQUEST_BUDGET_SECONDS" not in own_env, name
 
@@ -345,18 +345,18 @@ def test_every_handler_exists(root: Path, functions: dict[str, Any], global_func
 def test_queue_visibility_covers_six_batch_timeouts(
     template: dict[str, Any], resources: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
 ) -> None:
-    timeout = int(resolve(template, prop(functions["BatchFunction"], global_function, "Timeout")))
+    timeout = int(resolve(template, prop(functions["WorkerFunction"], global_function, "Timeout")))
     visibility = int(resolve(template, resources["JobsQueue"]["Properties"]["VisibilityTimeout"]))
     assert visibility >= 6 * timeout
 
 
 def test_batch_consumes_the_queue_with_partial_failures(functions: dict[str, Any]) -> None:
-    events = functions["BatchFunction"]["Properties"]["Events"]
+    events = functions["WorkerFunction"]["Properties"]["Events"]
     (sqs,) = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
     assert sqs["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
     assert sqs["BatchSize"] == 10
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert sqs["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "BatchMaxConcurrency"}
+    assert sqs["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerMaxConcurrency"}
 
 
 def test_dlq_is_encrypted_redriven_to_and_alarmed(resources: dict[str, Any]) -> None:
@@ -417,7 +417,7 @@ def test_every_function_gets_the_settings_environment(
     env = environment({}, global_function)
     assert env["TABLE_NAME"] == {"Ref": "StateTable"}
     assert env["JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}
-    assert env["BATCH_MAX_CONCURRENCY"] == {"Ref": "BatchRecordConcurrency"}
+    assert env["WORKER_RECORD_CONCURRENCY"] == {"Ref": "WorkerRecordConcurrency"}
 
 
 def test_environment_names_match_the_settings_model(global_function: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     retry_max_delay_seconds: float = Field(8.0, ge=0)
     deadline_margin_seconds: float = Field(1.0, ge=0)
     # The caller's budget for one request, counted from when API Gateway received it: the
-    # template sets it from the same parameter as the function's Timeout (FunctionTimeout, at most
+    # template sets it from the same parameter as the function's Timeout (RequestBudgetSeconds, at most
     # API Gateway's 29 s for buffered routes; the stream function's own timeout for /stream).
     request_budget_seconds: float = Field(29.0, gt=0, le=900)
     # The same for POST /stream: its integration timeout (TimeoutInMillis) and function Timeout.
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     # Resources
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
     jobs_queue_url: str | None = None
-    batch_max_concurrency: int = Field(4, ge=1, le=32)
+    worker_record_concurrency: int = Field(4, ge=1, le=32)
     # A queued job waits out upstream outages this long before it is failed with the reason.
     job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
     # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
