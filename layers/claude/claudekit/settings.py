@@ -97,17 +97,35 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(7, ge=1, le=400)
     # Jobs one user may have queued or running at once (the queue is shared: nobody fills it alone).
     max_jobs_in_flight: int = Field(1000, ge=1)
-    # The browser origin allowed to call the API (CorsAllowOrigin); empty: no CORS headers.
-    cors_allow_origin: str = ""
+    # The browser origin allowed to call the API (CorsAllowOrigin; by default the local playground);
+    # empty: no CORS headers.
+    cors_allow_origin: str = "http://127.0.0.1:3000"
 
     # Resources
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
     jobs_queue_url: str | None = None
+
+    # The worker (the SQS consumer of JobsQueue).
+    # Records of one SQS batch processed concurrently inside one invocation.
     worker_record_concurrency: int = Field(4, ge=1, le=32)
     # A queued job waits out upstream outages this long before it is failed with the reason.
     job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
-    # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
+    # Delay after a transient failure: the larger of its retry-after and base * 2**(n-1) for the
+    # n-th re-schedule, at most the max (SQS DelaySeconds allows 900).
+    job_retry_base_seconds: float = Field(10.0, ge=0, le=900)
+    job_retry_max_seconds: float = Field(900.0, ge=0, le=900)
+    # In-progress duplicates are looked at again after this long.
+    job_in_progress_retry_seconds: float = Field(30.0, ge=0, le=900)
+    # A record does not start with less invocation time left than this; it goes back untouched.
+    job_min_start_seconds: float = Field(20.0, ge=0)
+    # Re-sends of a message that could not start (rate-limit window full, last receive unstarted).
+    job_max_deferrals: int = Field(60, ge=0)
+    # Job records (and their results) and idempotency records live this long.
+    job_ttl_seconds: int = Field(7 * 86_400, ge=60)
+    # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900), and when to stop
+    # reading a batch that keeps failing (a batch ends within 24 h; its results are kept 29 days).
     batch_poll_seconds: int = Field(60, ge=0, le=900)
+    batch_max_age_seconds: int = Field(3 * 86_400, ge=60)
 
     # Conversations: history kept this long after the last turn (DynamoDB TTL), and at most this many
     # characters sent per turn (system, summary, history and prompt); past it the oldest turns are
@@ -119,7 +137,7 @@ class Settings(BaseSettings):
 
     # Price overrides: JSON object of whole rows {model_id: {min_cache_tokens, batch_factor, periods}},
     # the shape of claudekit/prices.json (docs/operations.md); validated when the client is built.
-    pricing_json: str | None = None
+    pricing_json: str = ""
 
     @field_validator("task_tiers", mode="before")
     @classmethod
@@ -130,6 +148,11 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             return {**DEFAULT_TASK_TIERS, **value}
         return value
+
+    @property
+    def batch_max_concurrency(self) -> int:
+        """The old name of worker_record_concurrency, until jobs.JobOptions reads the settings directly."""
+        return self.worker_record_concurrency
 
     def model_for_tier(self, tier: Tier) -> str:
         return {"fast": self.model_fast, "balanced": self.model_balanced, "deep": self.model_deep}[tier]
