@@ -55,7 +55,10 @@ SETTINGS_ENV = {
     "MAX_JOBS_IN_FLIGHT",
     "TABLE_NAME",
     "JOBS_QUEUE_URL",
+    "CORS_ALLOW_ORIGIN",
+    "PRICING_JSON",
     "WORKER_RECORD_CONCURRENCY",
+    "BATCH_POLL_SECONDS",
     "BREAKER_FAILURE_THRESHOLD",
     "BREAKER_RECOVERY_SECONDS",
     "REQUEST_BUDGET_SECONDS",
@@ -257,12 +260,11 @@ DYNAMODB_CALLS = {
 }
 
 
-def state_table_actions(policies: list[Any]) -> set[str]:
+def state_table_actions(statements: list[Any]) -> set[str]:
     actions: set[str] = set()
-    for policy in policies:
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            if statement.get("Resource") == {"Fn::GetAtt": ["StateTable", "Arn"]}:
-                actions.update(statement["Action"])
+    for statement in statements:
+        if statement.get("Resource") == {"Fn::GetAtt": ["StateTable", "Arn"]}:
+            actions.update(statement["Action"])
     return actions
 
 
@@ -277,15 +279,36 @@ def test_table_policy_covers_every_dynamodb_call_in_the_code(root: Path) -> None
     assert needed <= TABLE_ACTIONS, f"template.yaml must grant {sorted(needed - TABLE_ACTIONS)}"
 
 
-def test_functions_get_scoped_policies(functions: dict[str, Any]) -> None:
+def test_functions_share_one_scoped_policy(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    """One managed policy: the key's secret and the table's items, nothing account-wide."""
+    policy = resources["FunctionPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    secret = [s for s in statements if s["Resource"] == {"Ref": "ApiKeySecret"}]
+    assert [s["Action"] for s in secret] == ["secretsmanager:GetSecretValue"]
+    assert state_table_actions(statements) == TABLE_ACTIONS
+    assert len(statements) == 2, statements
     for name, fn in functions.items():
         policies = fn["Properties"]["Policies"]
-        assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "ApiKeySecret"}}} in policies, name
-        assert state_table_actions(policies) == TABLE_ACTIONS, name
-        for policy in policies:
-            assert isinstance(policy, dict), f"{name} uses a managed policy by name: {policy}"
+        assert {"Ref": "FunctionPolicy"} in policies, name
+        for other in policies:
+            # SAM policy templates scoped to one resource; never a broad managed policy by name.
+            assert isinstance(other, dict), f"{name} uses a managed policy by name: {other}"
+            assert other == {"Ref": "FunctionPolicy"} or other.keys() <= {"SQSSendMessagePolicy", "SQSPollerPolicy"}, name
     send = {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["JobsQueue", "QueueName"]}}}
     assert send in functions["JobsFunction"]["Properties"]["Policies"]
+
+
+def test_every_function_logs_to_a_group_with_retention(
+    resources: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
+) -> None:
+    """Without a group of our own Lambda creates /aws/lambda/<name> and keeps it forever."""
+    assert global_function["LoggingConfig"] == {"LogGroup": {"Ref": "FunctionLogGroup"}}
+    for name, fn in functions.items():
+        assert "LoggingConfig" not in fn["Properties"], name
+    group = resources["FunctionLogGroup"]
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["DeletionPolicy"] == "Delete"
 
 
 # --------------------------------------------------------------------------- architecture and code
@@ -342,7 +365,7 @@ def test_every_handler_exists(root: Path, functions: dict[str, Any], global_func
 # --------------------------------------------------------------------------- queue and DLQ
 
 
-def test_queue_visibility_covers_six_batch_timeouts(
+def test_queue_visibility_covers_six_worker_timeouts(
     template: dict[str, Any], resources: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
 ) -> None:
     timeout = int(resolve(template, prop(functions["WorkerFunction"], global_function, "Timeout")))
@@ -350,7 +373,7 @@ def test_queue_visibility_covers_six_batch_timeouts(
     assert visibility >= 6 * timeout
 
 
-def test_batch_consumes_the_queue_with_partial_failures(functions: dict[str, Any]) -> None:
+def test_worker_consumes_the_queue_with_partial_failures(functions: dict[str, Any]) -> None:
     events = functions["WorkerFunction"]["Properties"]["Events"]
     (sqs,) = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
     assert sqs["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
@@ -448,6 +471,27 @@ def test_alarms_cover_api_lambda_and_app_metrics(resources: dict[str, Any]) -> N
         assert alarm["AlarmActions"] == {
             "Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
         }, name
+
+
+@pytest.mark.parametrize(("alarm", "metric"), [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")])
+def test_lambda_alarms_sum_every_function(
+    resources: dict[str, Any], functions: dict[str, Any], alarm: str, metric: str
+) -> None:
+    """A function added to the template and forgotten here would fail unseen."""
+    metrics = resources[alarm]["Properties"]["Metrics"]
+    (total,) = [m for m in metrics if m.get("ReturnData")]
+    stats = [m for m in metrics if "MetricStat" in m]
+    watched = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in stats}
+    assert watched == set(functions)
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in stats} == {metric}
+    summed = {part.strip() for part in total["Expression"].removeprefix("SUM([").removesuffix("])").split(",")}
+    assert summed == {m["Id"] for m in stats}
+
+
+def test_dashboard_searches_every_function(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    _, variables = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    searched = set(re.findall(r'FunctionName=\\"\$\{(\w+)\}\\"', variables["Functions"]["Fn::Sub"]))
+    assert searched == set(functions)
 
 
 def test_cost_anomaly_alarm_watches_the_hourly_spend_band(resources: dict[str, Any]) -> None:
