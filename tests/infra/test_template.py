@@ -279,6 +279,9 @@ def test_table_policy_covers_every_dynamodb_call_in_the_code(root: Path) -> None
     assert needed <= TABLE_ACTIONS, f"template.yaml must grant {sorted(needed - TABLE_ACTIONS)}"
 
 
+SQS_POLICY_TEMPLATES = {"SQSSendMessagePolicy", "SQSPollerPolicy"}
+
+
 def test_functions_share_one_scoped_policy(resources: dict[str, Any], functions: dict[str, Any]) -> None:
     """One managed policy: the key's secret and the table's items, nothing account-wide."""
     policy = resources["FunctionPolicy"]
@@ -294,7 +297,7 @@ def test_functions_share_one_scoped_policy(resources: dict[str, Any], functions:
         for other in policies:
             # SAM policy templates scoped to one resource; never a broad managed policy by name.
             assert isinstance(other, dict), f"{name} uses a managed policy by name: {other}"
-            assert other == {"Ref": "FunctionPolicy"} or other.keys() <= {"SQSSendMessagePolicy", "SQSPollerPolicy"}, name
+            assert other == {"Ref": "FunctionPolicy"} or other.keys() <= SQS_POLICY_TEMPLATES, name
     send = {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["JobsQueue", "QueueName"]}}}
     assert send in functions["JobsFunction"]["Properties"]["Policies"]
 
@@ -473,7 +476,9 @@ def test_alarms_cover_api_lambda_and_app_metrics(resources: dict[str, Any]) -> N
         }, name
 
 
-@pytest.mark.parametrize(("alarm", "metric"), [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")])
+@pytest.mark.parametrize(
+    ("alarm", "metric"), [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")]
+)
 def test_lambda_alarms_sum_every_function(
     resources: dict[str, Any], functions: dict[str, Any], alarm: str, metric: str
 ) -> None:
