@@ -287,7 +287,7 @@ def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
 
 
 def test_one_bad_record_is_the_only_batch_item_failure(sim: Simulator, local_aws: LocalAws, jobs_env: None) -> None:
-    from functions.batch import app as batch_app
+    from functions.worker import app as worker_app
 
     texts = [f"Analyse {i}. {uuid.uuid4()}" for i in range(2)]
     _, body = post_jobs([{"task": "analyze", "input": t} for t in texts])
@@ -296,7 +296,7 @@ def test_one_bad_record_is_the_only_batch_item_failure(sim: Simulator, local_aws
     wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 3), timeout=10)
     bad = next(m["MessageId"] for m in messages if m["Body"] == '{"job_id": 1}')
 
-    response = batch_app.handler(build_event(messages, local_aws.arns["JobsQueue"]), context())
+    response = worker_app.handler(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
     assert response == {"batchItemFailures": [{"itemIdentifier": bad}]}
     assert set(statuses([j["id"] for j in body["jobs"]]).values()) == {"succeeded"}
