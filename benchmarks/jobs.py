@@ -1,7 +1,7 @@
 """Batch jobs throughput: 100 jobs at 200 ms simulated upstream latency through the local SQS event source.
 
 Concurrency = pollers (concurrent invocations, the event source's MaximumConcurrency) x records
-processed concurrently per invocation (BATCH_MAX_CONCURRENCY). The ideal wall time is
+processed concurrently per invocation (WORKER_RECORD_CONCURRENCY). The ideal wall time is
 ceil(jobs / concurrency) x latency; the rest is the queue, DynamoDB (moto) and bookkeeping.
 
     python -m benchmarks.jobs
@@ -33,7 +33,7 @@ def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BAT
     with (
         Simulator(latency=Latency(ttft=LATENCY, tokens_per_second=0), api_key=BENCH_KEY).start() as sim,
         bench_environment(
-            sim, POWERTOOLS_METRICS_DISABLED="true", BATCH_MAX_CONCURRENCY=str(per_batch), JOB_MIN_START_SECONDS="1"
+            sim, POWERTOOLS_METRICS_DISABLED="true", WORKER_RECORD_CONCURRENCY=str(per_batch), JOB_MIN_START_SECONDS="1"
         ) as local,
     ):
         worker = JobWorker()

@@ -11,7 +11,6 @@ import pytest
 from claudekit.settings import get_settings
 
 # The variable that sets how many records of one SQS event the worker runs at once (one place for its name).
-RECORD_CONCURRENCY = "BATCH_MAX_CONCURRENCY"
 
 
 def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:

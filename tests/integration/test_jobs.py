@@ -30,7 +30,7 @@ from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
-from tests.integration.queues import RECORD_CONCURRENCY, drain, set_env, wait_for
+from tests.integration.queues import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = "3f6c2a9e-8b1d-4e7a-9c55-2d0b6f1e4a87"
@@ -39,7 +39,7 @@ FAST = {
     "JOB_RETRY_BASE_SECONDS": "0",
     "JOB_IN_PROGRESS_RETRY_SECONDS": "1",
     "JOB_MIN_START_SECONDS": "1",
-    RECORD_CONCURRENCY: "8",
+    "WORKER_RECORD_CONCURRENCY": "8",
 }
 
 
@@ -300,7 +300,7 @@ def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
 
 
 def test_one_bad_record_is_the_only_batch_item_failure(sim: Simulator, local_aws: LocalAws, jobs_env: None) -> None:
-    from functions.batch import app as worker_app
+    from functions.worker import app as worker_app
 
     texts = [f"Analyse {i}. {uuid.uuid4()}" for i in range(2)]
     _, body = post_jobs([{"task": "analyze", "input": t} for t in texts])
@@ -386,7 +386,7 @@ def test_records_not_started_near_the_deadline_go_back_untouched(
 def test_records_of_one_event_run_concurrently(
     sim: Simulator, local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_env(monkeypatch, {RECORD_CONCURRENCY: "10"})
+    set_env(monkeypatch, {"WORKER_RECORD_CONCURRENCY": "10"})
     worker = JobWorker()
 
     def one_batch() -> tuple[dict[str, Any], float]:

@@ -29,12 +29,12 @@ from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Simulator
-from tests.integration.queues import RECORD_CONCURRENCY, drain, set_env, wait_for
+from tests.integration.queues import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES_PATH = "/v1/messages/batches"
 # Polls come back at once in tests (deployed: BATCH_POLL_SECONDS, default 60).
-FAST = {"JOB_MIN_START_SECONDS": "1", RECORD_CONCURRENCY: "4", "BATCH_POLL_SECONDS": "0"}
+FAST = {"JOB_MIN_START_SECONDS": "1", "WORKER_RECORD_CONCURRENCY": "4", "BATCH_POLL_SECONDS": "0"}
 # claude-haiku-5-5 (summarize's tier) per million tokens (prompts up to 100,000 tokens), as prices.json ships it.
 HAIKU_INPUT, HAIKU_OUTPUT = Decimal("0.1"), Decimal("0.5")
 

@@ -18,7 +18,7 @@ from claudekit.tasks.jobs.worker import JobWorker
 from local.aws import LocalAws
 from local.consumer import SqsEventSource, build_event
 from local.simulator import Fault, Simulator
-from tests.integration.queues import RECORD_CONCURRENCY, set_env, wait_for
+from tests.integration.queues import set_env, wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
     context,
     get_job,
@@ -36,7 +36,7 @@ WAITS = {
     "JOB_RETRY_MAX_SECONDS": "1",
     "JOB_IN_PROGRESS_RETRY_SECONDS": "1",
     "JOB_MIN_START_SECONDS": "1",
-    RECORD_CONCURRENCY: "4",
+    "WORKER_RECORD_CONCURRENCY": "4",
 }
 
 

@@ -85,7 +85,7 @@ class JobWorker:
     def __init__(self, settings: Settings | None = None, *, client: Callable[[], ClaudeClient] = get_client) -> None:
         self.settings = settings or get_settings()
         # Records of one SQS event run concurrently.
-        self.concurrency = self.settings.batch_max_concurrency
+        self.concurrency = self.settings.worker_record_concurrency
         self.client = client
         self.store = store_for(self.settings)
         self.persistence = DynamoDBPersistenceLayer(table_name=self.settings.table_name)

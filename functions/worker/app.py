@@ -1,5 +1,5 @@
 """Consumes JobsQueue: each record runs its job once, or polls one message batch and writes its
-results back (`"kind": "poll_batch"`); partial batch failures are reported.
+results back (`"kind": "poll_batch"`); failures are reported per record.
 
 All the behaviour (idempotency, retries with visibility timeouts, DLQ, concurrency) lives in
 `claudekit.tasks.jobs.worker.JobWorker` (poll messages: `batch_api.Poller`); this adapter only adds
