@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
 from local.aws import LocalAws
 from local.simulator import Fault, Simulator

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, get_client
+from claudekit.claude import batch_api
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.errors import (
     ClaudeError,
@@ -201,7 +203,7 @@ def submit_batch(
     requests: list[dict[str, Any]] = []
     shares: list[Decimal] = []
     for job_id, item in zip(job_ids, body.items, strict=True):
-        params, worst = client.batch_params(kinds.batch_request(item, owner, BATCH_FEATURE))
+        params, worst = batch_api.request_params(client, kinds.batch_request(item, owner, BATCH_FEATURE))
         requests.append({"custom_id": job_id, "params": params})
         shares.append(worst)
     models = [str(r["params"]["model"]) for r in requests]
@@ -230,8 +232,8 @@ def submit_batch(
 
     try:
         # Not retried: a create that timed out may still have made a batch, and two would run (and bill) twice.
-        batch = client.batches(
-            lambda b, timeout: _created(b.create(requests=sdk_requests, timeout=timeout)), deadline, retry=False
+        batch = batch_api.call(
+            client, lambda b, timeout: _created(b.create(requests=sdk_requests, timeout=timeout)), deadline, retry=False
         )
     except ClaudeError as exc:
         logger.warning("message batch not created", extra={"code": exc.code, "jobs": len(job_ids)})
@@ -243,7 +245,7 @@ def submit_batch(
     if not _send_poll(sqs or _aws("sqs"), settings.jobs_queue_url, poll, options.batch_poll_seconds):
         # Without a poll nobody would ever collect the results: stop the batch and say so.
         with contextlib.suppress(ClaudeError):
-            client.batches(lambda b, timeout: b.cancel(batch_id, timeout=timeout), deadline)
+            batch_api.call(client, lambda b, timeout: b.cancel(batch_id, timeout=timeout), deadline)
         fail_all(InternalError("the batch could not be tracked; submit it again"))
         raise InternalError("the jobs queue is unavailable; the batch was canceled")
     logger.info(

@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from claudekit.claude import batch_api
 from claudekit.claude.client import ClaudeClient, get_client
 from claudekit.deadline import Deadline, LambdaContextLike
 from claudekit.errors import (
@@ -262,10 +263,10 @@ class JobConsumer:
         client = self.client()
         batch_id = poll.batch_id
         try:
-            batch = client.batches(lambda b, timeout: b.retrieve(batch_id, timeout=timeout), deadline)
+            batch = batch_api.call(client, lambda b, timeout: b.retrieve(batch_id, timeout=timeout), deadline)
             if batch.processing_status != "ended":
                 return self._repoll(sqs, record, poll, self.options.batch_poll_seconds, "in progress")
-            results = client.batches(lambda b, timeout: list(b.results(batch_id, timeout=timeout)), deadline)
+            results = batch_api.call(client, lambda b, timeout: list(b.results(batch_id, timeout=timeout)), deadline)
         except ClaudeError as exc:
             too_old = time.time() - poll.submitted_at > self.options.batch_max_age_seconds
             if isinstance(exc, UpstreamRejected) or too_old:
@@ -307,7 +308,7 @@ class JobConsumer:
             outcome = outcomes.get(job_id)
             if outcome is not None and outcome.type == "succeeded":
                 try:
-                    result = client.batch_result(outcome.message, on=reservation.day)
+                    result = batch_api.result(client, outcome.message, on=reservation.day)
                 except ClaudeError as unusable:
                     # Upstream says it answered (and billed) but its usage cannot be trusted: fail the
                     # job and keep the reservation, so the budget stays charged until reconciled.
@@ -323,16 +324,16 @@ class JobConsumer:
                 except ClaudeError as invalid:
                     # Answered and billed, but not a valid answer (a batch has no repair turn): charged, failed.
                     if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(invalid)):
-                        client.settle_batch(request, reservation, result)
+                        batch_api.settle(client, request, reservation, result)
                         finished += 1
                     continue
                 if self.store.finish_batch_job(job_id, poll.batch_id, result=answer):
-                    client.settle_batch(request, reservation, result)
+                    batch_api.settle(client, request, reservation, result)
                     finished += 1
                 continue
             exc = missing if outcome is None else _batch_error(outcome)
             if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(exc)):
-                client.release_batch(request, reservation, str(job.get("model", "unknown")), exc)
+                batch_api.release(client, request, reservation, str(job.get("model", "unknown")), exc)
                 finished += 1
         return finished
 
