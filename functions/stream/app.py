@@ -42,7 +42,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from claudekit.claude.client import ClaudeClient, ClaudeResult, Delta, get_client
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeResult, Delta
 from claudekit.claude.secret import get_api_key
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, ConfigurationError, MalformedRequest, NotFound, Unauthorized

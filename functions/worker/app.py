@@ -2,7 +2,7 @@
 results back (`"kind": "poll_batch"`); failures are reported per record.
 
 All the behaviour (idempotency, retries with visibility timeouts, DLQ, concurrency) lives in
-`claudekit.tasks.jobs.worker.JobWorker` (poll messages: `batch_api.Poller`); this adapter only adds
+`claudekit.tasks.jobs.worker.JobWorker` (poll messages: `batch_mode.Poller`); this adapter only adds
 the Lambda context to the logs.
 """
 

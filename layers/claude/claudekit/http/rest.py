@@ -21,7 +21,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from claudekit.claude.client import ClaudeResult, get_client
+from claudekit.claude.client import get_client
+from claudekit.claude.request import ClaudeResult
 from claudekit.deadline import Deadline
 from claudekit.errors import ClaudeError, Forbidden, InvalidRequest, MalformedRequest, NotFound, Unauthorized
 from claudekit.http import idempotency, openapi

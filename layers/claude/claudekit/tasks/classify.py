@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest, ClaudeResult
 from claudekit.deadline import Deadline
 from claudekit.errors import StructuredOutputError
 from claudekit.tasks.models import Body, Label, Text, UsageOut

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest, ClaudeResult
 from claudekit.deadline import Deadline
 from claudekit.tasks.models import Body, Text, UsageOut
 

@@ -14,7 +14,7 @@ from claudekit.errors import InputTooLarge, InternalError, InvalidRequest, NotFo
 from claudekit.settings import Settings, get_settings
 from claudekit.store import ledger
 from claudekit.store.jobs import public_view, store_for
-from claudekit.tasks.jobs import batch_api, queue
+from claudekit.tasks.jobs import batch_mode, queue
 from claudekit.tasks.jobs.models import (
     MAX_SQS_PAYLOAD_BYTES,
     JobMessage,
@@ -43,7 +43,7 @@ def submit(
     counts it when reserving the budget), and is refused whole (TooManyJobsInFlight, 429) if it
     would put more than MAX_JOBS_IN_FLIGHT of the owner's jobs in flight.
     Realtime jobs whose message could not be sent (after retries) are marked failed, never left
-    queued. Raises InternalError when not a single job could be queued. Batch mode: `batch_api.submit`.
+    queued. Raises InternalError when not a single job could be queued. Batch mode: `batch_mode.submit`.
     """
     settings = settings or get_settings()
     if not settings.jobs_queue_url:
@@ -59,7 +59,7 @@ def submit(
             "submit fewer at a time"
         )
     if body.mode == "batch":
-        return batch_api.submit(body, owner, settings=settings, sqs=sqs, client=client(), deadline=deadline)
+        return batch_mode.submit(body, owner, settings=settings, sqs=sqs, client=client(), deadline=deadline)
     now = time.time()
     messages: list[JobMessage] = []
     caller = ledger.current_caller()

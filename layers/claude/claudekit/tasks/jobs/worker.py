@@ -12,7 +12,7 @@
 
 Status moves queued -> running -> succeeded | failed (running -> queued between retries), each
 move a conditional write, so a late or duplicate worker can never overwrite a finished job.
-Poll messages of Message Batches jobs go to `batch_api.Poller`.
+Poll messages of Message Batches jobs go to `batch_mode.Poller`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from claudekit.errors import TRANSIENT, ClaudeError, InternalError, RateLimited
 from claudekit.settings import Settings, get_settings
 from claudekit.store import ledger
 from claudekit.store.jobs import QueueInfo, queue_info, reset_clients, store_for
-from claudekit.tasks.jobs import batch_api, kinds, queue
+from claudekit.tasks.jobs import batch_mode, kinds, queue
 from claudekit.tasks.jobs.models import (
     FEATURE,
     IN_CALL_RETRY_WAIT_SECONDS,
@@ -92,7 +92,7 @@ class JobWorker:
         if not self.settings.jobs_queue_url:
             raise InternalError("the jobs queue is not configured")
         self.queue_url = self.settings.jobs_queue_url
-        self.poller = batch_api.Poller(self.settings, self.store, client, self.queue_url)
+        self.poller = batch_mode.Poller(self.settings, self.store, client, self.queue_url)
         self._pools = threading.local()
 
     def _pool(self) -> ThreadPoolExecutor | None:
@@ -134,7 +134,7 @@ class JobWorker:
     # -- one record ---------------------------------------------------------------------
 
     def _process(self, record: SQSRecord, context: LambdaContextLike, sqs: Any, info: QueueInfo, run_once: Any) -> str:
-        poll = batch_api.parse_poll(record.body)
+        poll = batch_mode.parse_poll(record.body)
         if poll is not None:
             return self.poller.poll(record, context, sqs, poll)
         receive_count = int(record.attributes.approximate_receive_count or "1")

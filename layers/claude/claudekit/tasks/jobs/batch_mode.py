@@ -19,7 +19,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest
+from claudekit.claude import batch_api
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline, LambdaContextLike
 from claudekit.errors import (
     ClaudeError,
@@ -81,7 +83,7 @@ def submit(
     requests: list[dict[str, Any]] = []
     shares: list[Decimal] = []
     for job_id, item in zip(job_ids, body.items, strict=True):
-        params, worst = client.batch_params(kinds.batch_request(item, owner, BATCH_FEATURE))
+        params, worst = batch_api.request_params(client, kinds.batch_request(item, owner, BATCH_FEATURE))
         requests.append({"custom_id": job_id, "params": params})
         shares.append(worst)
     models = [str(r["params"]["model"]) for r in requests]
@@ -110,8 +112,8 @@ def submit(
 
     try:
         # Not retried: a create that timed out may still have made a batch, and two would run (and bill) twice.
-        batch = client.batches(
-            lambda b, timeout: _created(b.create(requests=sdk_requests, timeout=timeout)), deadline, retry=False
+        batch = batch_api.call(
+            client, lambda b, timeout: _created(b.create(requests=sdk_requests, timeout=timeout)), deadline, retry=False
         )
     except ClaudeError as exc:
         logger.warning("message batch not created", extra={"code": exc.code, "jobs": len(job_ids)})
@@ -123,7 +125,7 @@ def submit(
     if not queue.send(sqs or queue.sqs(), settings.jobs_queue_url, poll.to_json(), settings.batch_poll_seconds):
         # Without a poll nobody would ever collect the results: stop the batch and say so.
         with contextlib.suppress(ClaudeError):
-            client.batches(lambda b, timeout: b.cancel(batch_id, timeout=timeout), deadline)
+            batch_api.call(client, lambda b, timeout: b.cancel(batch_id, timeout=timeout), deadline)
         fail_all(InternalError("the batch could not be tracked; submit it again"))
         raise InternalError("the jobs queue is unavailable; the batch was canceled")
     logger.info(
@@ -178,10 +180,10 @@ class Poller:
         client = self.client()
         batch_id = poll.batch_id
         try:
-            batch = client.batches(lambda b, timeout: b.retrieve(batch_id, timeout=timeout), deadline)
+            batch = batch_api.call(client, lambda b, timeout: b.retrieve(batch_id, timeout=timeout), deadline)
             if batch.processing_status != "ended":
                 return self._repoll(sqs, record, poll, every, "in progress")
-            results = client.batches(lambda b, timeout: list(b.results(batch_id, timeout=timeout)), deadline)
+            results = batch_api.call(client, lambda b, timeout: list(b.results(batch_id, timeout=timeout)), deadline)
         except ClaudeError as exc:
             too_old = time.time() - poll.submitted_at > self.settings.batch_max_age_seconds
             if isinstance(exc, UpstreamRejected) or too_old:
@@ -223,7 +225,7 @@ class Poller:
             outcome = outcomes.get(job_id)
             if outcome is not None and outcome.type == "succeeded":
                 try:
-                    result = client.batch_result(outcome.message, on=reservation.day)
+                    result = batch_api.result(client, outcome.message, on=reservation.day)
                 except ClaudeError as unusable:
                     # Upstream says it answered (and billed) but its usage cannot be trusted: fail the
                     # job and keep the reservation, so the budget stays charged until reconciled.
@@ -239,16 +241,16 @@ class Poller:
                 except ClaudeError as invalid:
                     # Answered and billed, but not a valid answer (a batch has no repair turn): charged, failed.
                     if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(invalid)):
-                        client.settle_batch(request, reservation, result)
+                        batch_api.settle(client, request, reservation, result)
                         finished += 1
                     continue
                 if self.store.finish_batch_job(job_id, poll.batch_id, result=answer):
-                    client.settle_batch(request, reservation, result)
+                    batch_api.settle(client, request, reservation, result)
                     finished += 1
                 continue
             exc = missing if outcome is None else _outcome_error(outcome)
             if self.store.finish_batch_job(job_id, poll.batch_id, error=error_of(exc)):
-                client.release_batch(request, reservation, str(job.get("model", "unknown")), exc)
+                batch_api.release(client, request, reservation, str(job.get("model", "unknown")), exc)
                 finished += 1
         return finished
 
