@@ -27,7 +27,6 @@ from aws_lambda_powertools.utilities.circuit_breaker import (
     CircuitTransition,
     circuit_breaker,
 )
-from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from pydantic import BaseModel, ValidationError
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
@@ -62,8 +61,8 @@ from claudekit.errors import (
     UpstreamUnreachable,
 )
 from claudekit.settings import Settings, get_settings
-from claudekit.store.breaker import FleetFailures
-from claudekit.store.cooldown import Cooldowns
+from claudekit.store.breaker import CircuitStore, FleetFailures
+from claudekit.store.cooldown import REFRESH_SECONDS, Cooldowns
 from claudekit.store.ledger import Costs, Ledger, Reservation
 from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
 
@@ -157,16 +156,16 @@ class ClaudeClient:
             plans={name: plan.model_dump() for name, plan in settings.plans.items()},
             retention_days=settings.usage_retention_days,
         )
-        self._breaker_store = CircuitBreakerDynamoDBPersistence(table_name=settings.table_name)
+        self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
+        self._breaker_store = CircuitStore(settings.table_name, cooldowns=self._cooldowns)
         self._breaker_config = CircuitBreakerConfig(
             failure_threshold=settings.breaker_failure_threshold,
             recovery_timeout=settings.breaker_recovery_seconds,
             success_threshold=1,
             handled_exceptions=BREAKER_FAILURES,
-            # Other instances learn of a trip within a second, so a fleet stops calling quickly.
-            local_cache_max_age=1,
+            # Other instances learn of a trip within REFRESH_SECONDS; a closed circuit costs no read per call.
+            local_cache_max_age=REFRESH_SECONDS,
         )
-        self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
         self._fleet = FleetFailures(settings.table_name, window_seconds=settings.breaker_window_seconds)
         self._opened: dict[str, int] = {}  # circuit -> opened_at, as this instance saw it trip
         self._failures: dict[str, int] = {}  # circuit -> consecutive health failures seen here
