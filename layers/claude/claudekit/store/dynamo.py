@@ -66,8 +66,12 @@ class Table:
         found = (from_ddb(item) for item in response.get("Responses", {}).get(self.name, []))
         return {str(item["id"]): item for item in found}
 
-    def put(self, item: Mapping[str, Any], *, condition: str | None = None) -> None:
-        extra = {"ConditionExpression": condition} if condition else {}
+    def put(
+        self, item: Mapping[str, Any], *, condition: str | None = None, values: Mapping[str, Any] | None = None
+    ) -> None:
+        extra: dict[str, Any] = {"ConditionExpression": condition} if condition else {}
+        if values:
+            extra["ExpressionAttributeValues"] = to_ddb(values)
         self.client.put_item(TableName=self.name, Item=to_ddb(item), **extra)
 
     def delete(self, item_id: str) -> None:

@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from botocore.exceptions import ClientError
 
@@ -301,7 +301,7 @@ class Ledger:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise InternalError("usage ledger unavailable") from exc
-            old = from_ddb(exc.response.get("Item") or {})
+            old = from_ddb(cast(dict[str, Any], exc.response.get("Item") or {}))
             used = int(str(old.get(f"{WINDOW_PREFIX}{minute}", 0)))
             if used >= plan.requests_per_minute:
                 self._record(caller, LimitState(plan.requests_per_minute, 0, reset))
