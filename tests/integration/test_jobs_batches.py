@@ -21,7 +21,7 @@ import pytest
 
 from claudekit import errors
 from claudekit.claude.client import get_client, reset_client
-from claudekit.store.jobs import _from_ddb
+from claudekit.store.dynamo import from_ddb
 from claudekit.tasks import jobs
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
@@ -113,7 +113,7 @@ def one_poll(local_aws: LocalAws, user: str) -> dict[str, Any]:
 def jobs_of(user: str) -> list[dict[str, Any]]:
     store = jobs.JobStore(jobs.get_settings().table_name)
     items = store.client.scan(TableName=store.table_name).get("Items", [])
-    records = [_from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
+    records = [from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
     return [r for r in records if r.get("owner") == user]
 
 
