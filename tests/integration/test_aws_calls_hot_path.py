@@ -20,7 +20,7 @@ from claudekit import errors
 from claudekit.claude import client as client_module
 from claudekit.claude.client import ClaudeClient, ClaudeRequest
 from claudekit.deadline import Deadline
-from claudekit.store import cooldown
+from claudekit.store import cooldown, dynamo
 from local.simulator import Fault, Simulator
 
 ADMISSION, SETTLEMENT, RELEASE = "UpdateItem", "TransactWriteItems", "UpdateItem"
@@ -37,11 +37,14 @@ def dynamodb_calls(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
     def count(model: Any, **_: Any) -> None:
         calls.append(model.name)
 
-    boto3.setup_default_session()  # the stores build their clients from the default session
-    events = boto3.DEFAULT_SESSION.events  # type: ignore[union-attr]
-    events.register("before-call.dynamodb", count)
+    # The stores' shared client, and the circuit store's own (built with the client, from the default session).
+    boto3.setup_default_session()
+    emitters = [dynamo.client().meta.events, boto3.DEFAULT_SESSION.events]  # type: ignore[union-attr]
+    for events in emitters:
+        events.register("before-call.dynamodb", count, unique_id="count-dynamodb-calls")
     yield calls
-    events.unregister("before-call.dynamodb", count)
+    for events in emitters:
+        events.unregister("before-call.dynamodb", unique_id="count-dynamodb-calls")
 
 
 def generate(client: ClaudeClient, user: str) -> str:

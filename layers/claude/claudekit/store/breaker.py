@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 
+import boto3
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.record import CircuitStateRecord
 from botocore.exceptions import BotoCoreError, ClientError
@@ -36,9 +37,10 @@ class CircuitStore(CircuitBreakerDynamoDBPersistence):
     every read of the circuit's state."""
 
     def __init__(self, table_name: str, *, cooldowns: Cooldowns) -> None:
-        self._table = Table(table_name)
         self._cooldowns = cooldowns
-        super().__init__(table_name=table_name, boto3_client=self._table.client)
+        # Its own client, not the shared one: Powertools adds a User-Agent hook to the client it is
+        # given, once per store, and a shared client would collect one for every store ever built.
+        super().__init__(table_name=table_name, boto3_client=boto3.client("dynamodb"))  # type: ignore[call-overload]
 
     def _get_record(self, name: str) -> CircuitStateRecord | None:
         model = name.removeprefix(CIRCUIT_PREFIX) if name.startswith(CIRCUIT_PREFIX) else None

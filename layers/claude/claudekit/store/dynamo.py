@@ -1,13 +1,14 @@
 """The kit's one handle on its DynamoDB table: a low-level client and boto3's type serializer.
 
-Every store module uses this one style. The low-level client is thread-safe, so one serves every
-thread (batch records and stream pumps run in threads) with no per-thread copies; it is built on
-first use, not at import, so nothing here costs the cold start. Values go through boto3's
+Every store module uses this one style. The low-level client is thread-safe, so one per process
+serves every store and thread (batch records and stream pumps run in threads) with no per-thread
+copies; it is built on first use, not at import, so nothing here costs the cold start. Values go through boto3's
 serializer both ways, so the stores work in plain Python values (numbers as `Decimal`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,23 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+_clients: dict[tuple[str | None, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client() -> Any:
+    """The process's DynamoDB client: one per endpoint and region in the environment, so a test or
+    the local stack that points boto3 elsewhere gets a client for that, never a stale one."""
+    where = (
+        os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get("AWS_REGION"),
+    )
+    with _clients_lock:
+        if where not in _clients:
+            _clients[where] = boto3.client("dynamodb")  # type: ignore[call-overload]
+        return _clients[where]
+
+
 def key(item_id: str) -> dict[str, Any]:
     return {"id": {"S": item_id}}
 
@@ -43,15 +61,10 @@ class Table:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._client: Any = None
-        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = boto3.client("dynamodb")  # type: ignore[call-overload]
-            return self._client
+        return client()
 
     def get(self, item_id: str, *, consistent: bool = False) -> dict[str, Any] | None:
         found = self.client.get_item(TableName=self.name, Key=key(item_id), ConsistentRead=consistent).get("Item")
