@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from claudekit.claude.client import get_client
 from claudekit.http import rest
 from claudekit.http.openapi import CLAUDE_ERRORS, READ_ERRORS
+from claudekit.store.conversations import ConversationStore
 from claudekit.tasks import conversations
 from claudekit.tasks.conversations import (
     ConversationBody,
@@ -23,13 +24,13 @@ from claudekit.tasks.conversations import (
 )
 
 app = rest.create_app()
-_store: conversations.ConversationStore | None = None
+_store: ConversationStore | None = None
 
 
-def store() -> conversations.ConversationStore:
+def store() -> ConversationStore:
     global _store
     if _store is None:
-        _store = conversations.ConversationStore(get_client().settings)
+        _store = ConversationStore(get_client().settings)
     return _store
 
 

@@ -51,6 +51,7 @@ from claudekit.http import idempotency, rest
 from claudekit.http.body import parse_json
 from claudekit.settings import get_settings
 from claudekit.store import ledger
+from claudekit.store.conversations import ConversationStore
 from claudekit.tasks import conversations, generate
 from claudekit.tasks.conversations import ConversationMessageBody
 from claudekit.tasks.generate import GenerateBody
@@ -429,7 +430,7 @@ async def _respond(
     return EventStream(pump, first, call.request_id, admitted.headers(), done)
 
 
-_conversation_store: conversations.ConversationStore | None = None
+_conversation_store: ConversationStore | None = None
 _idempotency: idempotency.Idempotency | None = None
 
 
@@ -500,7 +501,7 @@ async def conversation_stream(request: Request) -> Response:
         client: ClaudeClient = await anyio.to_thread.run_sync(get_client)
     except Exception as exc:
         return error_response(as_claude_error(exc, call.request_id), call.request_id)
-    store = _conversation_store = _conversation_store or conversations.ConversationStore(client.settings)
+    store = _conversation_store = _conversation_store or ConversationStore(client.settings)
     conversation_id = str(request.path_params["conversation_id"])
     turns: list[conversations.Turn] = []
 

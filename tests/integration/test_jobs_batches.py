@@ -23,7 +23,8 @@ import pytest
 from claudekit import errors
 from claudekit.claude.client import get_client, reset_client
 from claudekit.settings import get_settings
-from claudekit.store.jobs import JobStore, _from_ddb
+from claudekit.store.dynamo import from_ddb
+from claudekit.store.jobs import JobStore
 from claudekit.tasks.jobs import queue
 from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
@@ -116,7 +117,7 @@ def one_poll(local_aws: LocalAws, user: str) -> dict[str, Any]:
 def jobs_of(user: str) -> list[dict[str, Any]]:
     store = JobStore(get_settings().table_name)
     items = store.client.scan(TableName=store.table_name).get("Items", [])
-    records = [_from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
+    records = [from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
     return [r for r in records if r.get("owner") == user]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +14,8 @@ from claudekit import errors
 from claudekit.claude.client import ClaudeClient
 from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
+from claudekit.telemetry import hash_user
+from local.aws import LocalAws
 from local.simulator import Simulator
 
 
@@ -71,3 +75,27 @@ def test_a_reservation_given_back_to_exactly_zero_leaves_the_next_request_admitt
     client.ledger.release(reservation)
     assert client.ledger.report(user)["remaining"]["budget_usd"] == pytest.approx(1.0)
     assert ask(client, user) == "ok"
+
+
+def test_the_minute_window_lives_in_the_day_item_and_past_windows_are_removed(
+    make_client: Any, sim: Simulator, local_aws: LocalAws, settings_env: dict[str, str]
+) -> None:
+    """Admission is one conditional update of the user's day item, window and budget together;
+    windows before the last one are removed by a later admission, so the item stays small."""
+    client: ClaudeClient = make_client(rate_limit_per_minute=2)
+    start = time.time() // 86_400 * 86_400 + 600  # 00:10 UTC today
+    minute = int(start // 60)
+    for offset in (0, 1):
+        client.ledger.admit("windows", Decimal("0.001"), now=start + offset)
+    with pytest.raises(errors.RateLimited):
+        client.ledger.admit("windows", Decimal("0.001"), now=start + 2)
+    for later in (2, 3, 4):
+        client.ledger.admit("windows", Decimal("0.001"), now=start + later * 60)
+
+    day = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
+    item = local_aws.client("dynamodb").get_item(
+        TableName=settings_env["TABLE_NAME"], Key={"id": {"S": f"usage#{hash_user('windows')}#{day}"}}
+    )["Item"]
+    windows = {name: int(value["N"]) for name, value in item.items() if name.startswith("w#")}
+    assert windows == {f"w#{minute + 2}": 1, f"w#{minute + 3}": 1, f"w#{minute + 4}": 1}
+    assert Decimal(item["committed_usd"]["N"]) == Decimal("0.005")  # the refusal reserved nothing

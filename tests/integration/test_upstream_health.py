@@ -24,6 +24,7 @@ from claudekit import errors
 from claudekit.claude.client import ClaudeClient, reset_client
 from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
+from claudekit.store.cooldown import REFRESH_SECONDS
 from local.aws import LocalAws
 from local.shim import ROOT, LambdaContext, load_module
 from local.simulator import Fault, Simulator
@@ -312,7 +313,7 @@ def test_failures_spread_over_instances_open_the_circuit_for_all(
             instances[turn % 2].complete(request(), Deadline.after(10))
 
     assert breaker_state(local_aws, settings_env["TABLE_NAME"], model) == "OPEN"
-    time.sleep(1.1)  # the other instance's cached view of the circuit expires within a second
+    time.sleep(REFRESH_SECONDS + 0.1)  # the other instance's cached view of the circuit expires by then
     for instance in instances:
         with pytest.raises(errors.CircuitOpen):
             instance.complete(request(), Deadline.after(10))

@@ -16,13 +16,12 @@ from aws_lambda_powertools.utilities.circuit_breaker import (
     CircuitTransition,
     circuit_breaker,
 )
-from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 
 from claudekit.claude.retry import to_claude_error
 from claudekit.errors import BREAKER_FAILURES, CircuitOpen, InternalError, UpstreamRateLimited
 from claudekit.settings import Settings
-from claudekit.store.breaker import FleetFailures
-from claudekit.store.cooldown import Cooldowns
+from claudekit.store.breaker import CircuitStore, FleetFailures
+from claudekit.store.cooldown import REFRESH_SECONDS, Cooldowns
 from claudekit.telemetry import logger
 
 Attempt = Callable[[str, float], Any]  # (model, timeout) -> one upstream call's result
@@ -40,16 +39,16 @@ class Circuits:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._store = CircuitBreakerDynamoDBPersistence(table_name=settings.table_name)
+        self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
+        self._store = CircuitStore(settings.table_name, cooldowns=self._cooldowns)
         self._config = CircuitBreakerConfig(
             failure_threshold=settings.breaker_failure_threshold,
             recovery_timeout=settings.breaker_recovery_seconds,
             success_threshold=1,
             handled_exceptions=BREAKER_FAILURES,
-            # Other instances learn of a trip within a second, so a fleet stops calling quickly.
-            local_cache_max_age=1,
+            # Other instances learn of a trip within REFRESH_SECONDS; a closed circuit costs no read per call.
+            local_cache_max_age=REFRESH_SECONDS,
         )
-        self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
         self._fleet = FleetFailures(settings.table_name, window_seconds=settings.breaker_window_seconds)
         self._opened: dict[str, int] = {}  # circuit -> opened_at, as this instance saw it trip
         self._failures: dict[str, int] = {}  # circuit -> consecutive health failures seen here

@@ -1,41 +1,133 @@
-"""The kit's two handles on its one DynamoDB table, written once.
+"""The kit's one handle on its DynamoDB table: a low-level client and boto3's type serializer.
 
-boto3 resources are not thread-safe, so a `Table` is kept per thread (batch records and stream
-pumps run in threads); low-level clients are thread-safe, so one is shared. Both are built on
-first use, not at import: nothing here costs the cold start.
+Every store module uses this one style. The low-level client is thread-safe, so one per process
+serves every store and thread (batch records and stream pumps run in threads) with no per-thread
+copies; it is built on first use, not at import, so nothing here costs the cold start. Values go through boto3's
+serializer both ways, so the stores work in plain Python values (numbers as `Decimal`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 
 
-class ThreadTable:
-    """A DynamoDB `Table` resource for the calling thread."""
-
-    def __init__(self, table_name: str) -> None:
-        self.table_name = table_name
-        self._local = threading.local()
-
-    def get(self) -> Any:
-        table = getattr(self._local, "table", None)
-        if table is None:
-            table = self._local.table = boto3.resource("dynamodb").Table(self.table_name)
-        return table
+def to_ddb(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Python values (an item, a key, expression values) in DynamoDB's wire format."""
+    return {name: _serializer.serialize(value) for name, value in values.items()}
 
 
-class SharedClient:
-    """One low-level DynamoDB client for every thread."""
+def from_ddb(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A wire-format item as Python values."""
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
 
-    def __init__(self) -> None:
-        self._client: Any = None
-        self._lock = threading.Lock()
 
-    def get(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = boto3.client("dynamodb")  # type: ignore[call-overload]
-            return self._client
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_clients: dict[tuple[str | None, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client() -> Any:
+    """The process's DynamoDB client: one per endpoint and region in the environment, so a test or
+    the local stack that points boto3 elsewhere gets a client for that, never a stale one."""
+    where = (
+        os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get("AWS_REGION"),
+    )
+    with _clients_lock:
+        if where not in _clients:
+            _clients[where] = boto3.client("dynamodb")  # type: ignore[call-overload]
+        return _clients[where]
+
+
+def key(item_id: str) -> dict[str, Any]:
+    return {"id": {"S": item_id}}
+
+
+class Table:
+    """The state table (`id` is its only key) through one shared low-level client."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def client(self) -> Any:
+        return client()
+
+    def get(self, item_id: str, *, consistent: bool = False) -> dict[str, Any] | None:
+        found = self.client.get_item(TableName=self.name, Key=key(item_id), ConsistentRead=consistent).get("Item")
+        return from_ddb(found) if found else None
+
+    def get_many(self, item_ids: list[str]) -> dict[str, dict[str, Any]] | None:
+        """Items by id in one BatchGetItem (absent ids are absent); None if DynamoDB left any
+        unprocessed, so the caller can treat the read as failed rather than as "no item"."""
+        response = self.client.batch_get_item(RequestItems={self.name: {"Keys": [key(i) for i in item_ids]}})
+        if response.get("UnprocessedKeys"):
+            return None
+        found = (from_ddb(item) for item in response.get("Responses", {}).get(self.name, []))
+        return {str(item["id"]): item for item in found}
+
+    def put(
+        self, item: Mapping[str, Any], *, condition: str | None = None, values: Mapping[str, Any] | None = None
+    ) -> None:
+        extra: dict[str, Any] = {"ConditionExpression": condition} if condition else {}
+        if values:
+            extra["ExpressionAttributeValues"] = to_ddb(values)
+        self.client.put_item(TableName=self.name, Item=to_ddb(item), **extra)
+
+    def delete(self, item_id: str) -> None:
+        self.client.delete_item(TableName=self.name, Key=key(item_id))
+
+    def update_request(
+        self,
+        item_id: str,
+        expression: str,
+        *,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The parameters of one UpdateItem, as `update` sends them or a transaction's `Update`."""
+        request: dict[str, Any] = {"TableName": self.name, "Key": key(item_id), "UpdateExpression": expression}
+        if condition:
+            request["ConditionExpression"] = condition
+        if names:
+            request["ExpressionAttributeNames"] = dict(names)
+        if values:
+            request["ExpressionAttributeValues"] = to_ddb(values)
+        return request
+
+    def update(
+        self,
+        item_id: str,
+        expression: str,
+        *,
+        condition: str | None = None,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, Any] | None = None,
+        returns: str = "NONE",
+        returns_on_failure: str = "NONE",
+    ) -> dict[str, Any]:
+        """One UpdateItem; the attributes `returns` asks for. A failed condition raises
+        ClientError, carrying the item in `response["Item"]` if `returns_on_failure` asks."""
+        request = self.update_request(item_id, expression, condition=condition, names=names, values=values)
+        if returns_on_failure != "NONE":
+            request["ReturnValuesOnConditionCheckFailure"] = returns_on_failure
+        response = self.client.update_item(ReturnValues=returns, **request)
+        return from_ddb(response.get("Attributes") or {})
+
+    def transact(self, updates: list[dict[str, Any]]) -> None:
+        """Several `update_request`s applied together or not at all (one round trip)."""
+        self.client.transact_write_items(TransactItems=[{"Update": update} for update in updates])

@@ -15,28 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claudekit.settings import Settings
-from claudekit.store.dynamo import SharedClient
+from claudekit.store.dynamo import Table, from_ddb, to_ddb
 from claudekit.tasks.jobs.models import now_iso
 from claudekit.telemetry import hash_user, logger
 
 # Attribute names that are reserved words in DynamoDB expressions.
 _NAMES = {"#s": "status", "#r": "result", "#e": "error", "#m": "mode"}
-
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def _to_ddb(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in item.items()}
-
-
-def _from_ddb(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
 def job_key(job_id: str) -> dict[str, str]:
@@ -60,11 +47,11 @@ class JobStore:
 
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
-        self._client = SharedClient()
+        self._table = Table(table_name)
 
     @property
     def client(self) -> Any:
-        return self._client.get()
+        return self._table.client
 
     def create(self, records: list[dict[str, Any]], *, owner: str, cap: int) -> bool:
         """Count the jobs in flight for `owner`, then write every record; False (nothing written)
@@ -81,7 +68,7 @@ class JobStore:
                     {
                         "Put": {
                             "TableName": self.table_name,
-                            "Item": _to_ddb(r),
+                            "Item": to_ddb(r),
                             "ConditionExpression": "attribute_not_exists(id)",
                         }
                     }
@@ -94,8 +81,8 @@ class JobStore:
         return True
 
     def in_flight(self, owner: str) -> int:
-        item = self.client.get_item(TableName=self.table_name, Key=_to_ddb(in_flight_key(owner)), ConsistentRead=True)
-        return int(_from_ddb(item["Item"]).get("jobs", 0)) if "Item" in item else 0
+        item = self.client.get_item(TableName=self.table_name, Key=to_ddb(in_flight_key(owner)), ConsistentRead=True)
+        return int(from_ddb(item["Item"]).get("jobs", 0)) if "Item" in item else 0
 
     def _add_in_flight(self, owner: str, count: int, cap: int | None) -> bool:
         """One conditional ADD: never past `cap` (None: no cap, for giving jobs back)."""
@@ -106,9 +93,9 @@ class JobStore:
         try:
             self.client.update_item(
                 TableName=self.table_name,
-                Key=_to_ddb(in_flight_key(owner)),
+                Key=to_ddb(in_flight_key(owner)),
                 UpdateExpression="ADD jobs :n",
-                ExpressionAttributeValues=_to_ddb(values),
+                ExpressionAttributeValues=to_ddb(values),
                 **condition,
             )
         except ClientError as exc:
@@ -118,17 +105,17 @@ class JobStore:
         return True
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        item = self.client.get_item(TableName=self.table_name, Key=_to_ddb(job_key(job_id)), ConsistentRead=True)
-        return _from_ddb(item["Item"]) if "Item" in item else None
+        item = self.client.get_item(TableName=self.table_name, Key=to_ddb(job_key(job_id)), ConsistentRead=True)
+        return from_ddb(item["Item"]) if "Item" in item else None
 
     def _update_item(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
         return {
             "TableName": self.table_name,
-            "Key": _to_ddb(job_key(job_id)),
+            "Key": to_ddb(job_key(job_id)),
             "UpdateExpression": expression,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {k: v for k, v in _NAMES.items() if k in f"{expression} {condition}"},
-            "ExpressionAttributeValues": _to_ddb({":now": now_iso(), **values}),
+            "ExpressionAttributeValues": to_ddb({":now": now_iso(), **values}),
         }
 
     def _update(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
@@ -160,9 +147,9 @@ class JobStore:
         job["ExpressionAttributeNames"]["#s"] = "status"
         counter = {
             "TableName": self.table_name,
-            "Key": _to_ddb(in_flight_key(str(record["owner"]))),
+            "Key": to_ddb(in_flight_key(str(record["owner"]))),
             "UpdateExpression": "ADD jobs :n",
-            "ExpressionAttributeValues": _to_ddb({":n": -1 if leaving else 1}),
+            "ExpressionAttributeValues": to_ddb({":n": -1 if leaving else 1}),
         }
         try:
             self.client.transact_write_items(TransactItems=[{"Update": job}, {"Update": counter}])
@@ -226,13 +213,13 @@ class JobStore:
                     {
                         "Update": {
                             "TableName": self.table_name,
-                            "Key": _to_ddb(job_key(job_id)),
+                            "Key": to_ddb(job_key(job_id)),
                             "UpdateExpression": (
                                 "SET #s = :running, updated_at = :now, started_at = :now, batch_id = :b"
                             ),
                             "ConditionExpression": "#s = :queued",
                             "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": _to_ddb(
+                            "ExpressionAttributeValues": to_ddb(
                                 {":running": "running", ":queued": "queued", ":now": now, ":b": batch_id}
                             ),
                         }

@@ -4,6 +4,11 @@ Concurrency is the hard part: ten requests racing against the last dollar must n
 all pass. Each call therefore *reserves* its worst-case cost with a conditional write
 before calling Claude, and settles to the real cost afterwards.
 
+Two round trips per call, no more: the admission is one UpdateItem on the user's day item that
+counts the minute window and reserves the budget under one condition (and returns the window's
+count for the RateLimit headers); the settlement is one transaction. A plan override is read at
+most once a minute per instance and user (`OVERRIDE_CACHE_SECONDS`).
+
 Limits come from the caller's plan: its Cognito group names one of `PLANS` (a default plan for
 users in none) and a per-user override item can replace either number. The admission hands the
 caller's limit state (for the RateLimit headers) to the adapter through the request's `Caller`.
@@ -11,6 +16,7 @@ caller's limit state (for the RateLimit headers) to the adapter through the requ
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,22 +25,28 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from botocore.exceptions import ClientError
 
 from claudekit.claude.pricing import Usage
 from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
-from claudekit.store.dynamo import ThreadTable
-from claudekit.telemetry import hash_user, logger
+from claudekit.store.dynamo import Table, error_code, from_ddb
+from claudekit.telemetry import hash_user
 
 DAY_SECONDS = 86_400
+# Users whose stale minute windows this instance remembers, at most.
+MAX_STALE_USERS = 10_000
 DEFAULT_PLAN = "default"
 # An override item is read at most once a minute per instance and user, not on every request.
 OVERRIDE_CACHE_SECONDS = 60.0
 # Per-user day costs for the operator's top list are spread over this many items (by the first
 # hex digit of the hashed id), so no one item grows past DynamoDB's 400 KB with the day's users.
 USER_SHARDS = "0123456789abcdef"
+# The minute window lives in the user's day item as `w#<minute>` (minute boundaries fall on day
+# boundaries). Windows older than the last one are removed by a later admission that saw them.
+WINDOW_PREFIX = "w#"
+_WINDOW = re.compile(r"^w#(\d+)$")
 TOKEN_COUNTERS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 T = TypeVar("T")
@@ -160,9 +172,9 @@ class Reservation:
 
 
 class Ledger:
-    """Usage counters in the state table: `usage#<user>#<day>`, `rate#<user>#<minute>`, the day's
-    aggregate `usage-day#<day>` (and its user shards `usage-day#<day>#<shard>`), and per-user plan
-    overrides `plan#<user>`."""
+    """Usage counters in the state table: `usage#<user>#<day>` (the day's budget, its minute
+    windows and its counters), the day's aggregate `usage-day#<day>` (and its user shards
+    `usage-day#<day>#<shard>`), and per-user plan overrides `plan#<user>`."""
 
     def __init__(
         self,
@@ -173,8 +185,9 @@ class Ledger:
         plans: Mapping[str, Mapping[str, Any]] | None = None,
         retention_days: int = 2,
     ) -> None:
-        self._table_name = table_name
-        self._tables = ThreadTable(table_name)
+        self._table = Table(table_name)
+        # user -> minute windows an admission saw that the next one may remove
+        self._stale_windows: dict[str, list[str]] = {}
         self._overrides: dict[str, tuple[float, dict[str, Any]]] = {}
         self._overrides_lock = threading.Lock()
         self.rate_per_minute = rate_per_minute
@@ -184,10 +197,6 @@ class Ledger:
         self.plans: dict[str, Plan] = {DEFAULT_PLAN: Plan(DEFAULT_PLAN, rate_per_minute, self.daily_budget)}
         for name, limits in (plans or {}).items():
             self.plans[name] = Plan(name, int(limits["requests_per_minute"]), Decimal(str(limits["daily_budget_usd"])))
-
-    @property
-    def _table(self) -> Any:
-        return self._tables.get()
 
     # ---- plans ---------------------------------------------------------------------------
 
@@ -210,7 +219,7 @@ class Ledger:
             cached = self._overrides.get(user_key)
         if cached and cached[0] > now:
             return cached[1]
-        item = self._table.get_item(Key={"id": f"plan#{user_key}"}).get("Item") or {}
+        item = self._table.get(f"plan#{user_key}") or {}
         with self._overrides_lock:
             self._overrides[user_key] = (now + OVERRIDE_CACHE_SECONDS, item)
         return dict(item)
@@ -233,7 +242,7 @@ class Ledger:
             item["requests_per_minute"] = requests_per_minute
         if daily_budget_usd is not None:
             item["daily_budget_usd"] = Decimal(str(daily_budget_usd))
-        self._table.put_item(Item=item)
+        self._table.put(item)
         with self._overrides_lock:
             self._overrides.pop(hash_user(user_id), None)
 
@@ -242,13 +251,14 @@ class Ledger:
     def admit(
         self, user_id: str, estimate_usd: Decimal, now: float | None = None, *, lower: str = "the input size"
     ) -> Reservation:
-        """Count one request against the plan's minute window, then reserve `estimate_usd` of today's
-        budget, each with a conditional update that returns the new count (the RateLimit headers).
+        """Count one request against the plan's minute window and reserve `estimate_usd` of today's
+        budget in one conditional update of the user's day item, which returns the window's count
+        (the RateLimit headers).
 
-        A budget refusal gives its minute slot back, so a refusal changes neither counter for long
-        and never admits more than either limit. A request that could not fit even an unused
-        budget is refused outright (no Retry-After: waiting cannot help); `lower` names what the
-        caller can lower on its route.
+        Both limits are one condition, so a refusal changes neither counter and never admits more
+        than either limit (a budget refusal never takes its minute slot). A request that could not
+        fit even an unused budget is refused outright (no Retry-After: waiting cannot help); `lower`
+        names what the caller can lower on its route.
         """
         now = time.time() if now is None else now
         caller = current_caller()
@@ -264,50 +274,54 @@ class Ledger:
                 f"of {plan.daily_budget} USD; lower {lower}"
             )
         reset = max(1, 60 - int(now) % 60)
-        rate_key = {"id": f"rate#{user_key}#{int(now // 60)}"}
+        minute = int(now // 60)
+        stale = [w for w in self._stale_windows.pop(user_key, []) if w != f"{WINDOW_PREFIX}{minute}"]
+        names = {"#w": f"{WINDOW_PREFIX}{minute}", "#plan": "plan", **{f"#s{i}": w for i, w in enumerate(stale)}}
+        remove = (" REMOVE " + ", ".join(f"#s{i}" for i in range(len(stale)))) if stale else ""
         try:
-            counted = self._table.update_item(
-                Key=rate_key,
-                UpdateExpression="ADD requests :one SET expiration = :exp",
-                ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-                ExpressionAttributeValues={":one": 1, ":limit": plan.requests_per_minute, ":exp": int(now) + 120},
-                ReturnValues="UPDATED_NEW",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                self._record(caller, LimitState(plan.requests_per_minute, 0, reset))
-                raise RateLimited(retry_after=reset) from None
-            raise InternalError("usage ledger unavailable") from exc
-        used = int(str(counted["Attributes"]["requests"]))
-        try:
-            self._table.update_item(
-                Key={"id": f"usage#{user_key}#{day}"},
-                UpdateExpression="ADD committed_usd :est SET expiration = :exp, #plan = :plan",
-                ConditionExpression="attribute_not_exists(committed_usd) OR committed_usd <= :limit",
-                ExpressionAttributeNames={"#plan": "plan"},
-                ExpressionAttributeValues={
+            item = self._table.update(
+                f"usage#{user_key}#{day}",
+                "ADD #w :one, committed_usd :est SET expiration = :exp, #plan = :plan" + remove,
+                condition=(
+                    "(attribute_not_exists(#w) OR #w < :rpm) "
+                    "AND (attribute_not_exists(committed_usd) OR committed_usd <= :limit)"
+                ),
+                names=names,
+                values={
+                    ":one": 1,
                     ":est": estimate_usd,
+                    ":rpm": plan.requests_per_minute,
                     ":limit": limit,
                     ":exp": self._expiration(day),
                     ":plan": plan.name,
                 },
+                returns="ALL_NEW",
+                returns_on_failure="ALL_OLD",
             )
         except ClientError as exc:
-            try:
-                self._table.update_item(
-                    Key=rate_key, UpdateExpression="ADD requests :minus", ExpressionAttributeValues={":minus": -1}
-                )
-            except ClientError:  # the window expires within two minutes anyway; refuse as we would have
-                logger.warning("minute window not given back after a budget refusal", extra={"user": user_key})
-            self._record(
-                caller, LimitState(plan.requests_per_minute, max(0, plan.requests_per_minute - used + 1), reset)
-            )
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise BudgetExceeded(retry_after=_seconds_to_midnight(now)) from None
-            raise InternalError("usage ledger unavailable") from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise InternalError("usage ledger unavailable") from exc
+            old = from_ddb(cast(dict[str, Any], exc.response.get("Item") or {}))
+            used = int(str(old.get(f"{WINDOW_PREFIX}{minute}", 0)))
+            if used >= plan.requests_per_minute:
+                self._record(caller, LimitState(plan.requests_per_minute, 0, reset))
+                raise RateLimited(retry_after=reset) from None
+            self._record(caller, LimitState(plan.requests_per_minute, plan.requests_per_minute - used, reset))
+            raise BudgetExceeded(retry_after=_seconds_to_midnight(now)) from None
+        self._remember_stale(user_key, item, minute)
+        used = int(str(item[f"{WINDOW_PREFIX}{minute}"]))
         state = LimitState(plan.requests_per_minute, max(0, plan.requests_per_minute - used), reset)
         self._record(caller, state)
         return Reservation(user_key, day, estimate_usd, state)
+
+    def _remember_stale(self, user_key: str, item: Mapping[str, Any], minute: int) -> None:
+        """Windows before the last one are over; the user's next admission here removes them, so
+        the day item stays small. (The last one stays: another instance's clock may still be in it.)"""
+        stale = [name for name in item if (m := _WINDOW.match(name)) and int(m.group(1)) < minute - 1]
+        if stale:
+            if len(self._stale_windows) > MAX_STALE_USERS:  # a bound, not a cache: losing it costs nothing
+                self._stale_windows.clear()
+            self._stale_windows[user_key] = stale
 
     @staticmethod
     def _record(caller: Caller | None, state: LimitState) -> None:
@@ -354,20 +368,24 @@ class Ledger:
             (f"usage-day#{reservation.day}", aggregate),
             (f"usage-day#{reservation.day}#{reservation.user_key[0]}", shard),
         ]
-        transact = []
-        for key, update in items:
-            update["UpdateExpression"] += " SET expiration = :exp"
-            update["ExpressionAttributeValues"][":exp"] = expiration
-            transact.append({"Update": {"TableName": self._table_name, "Key": {"id": key}, **update}})
-        # The resource's client takes Python values, like the Table methods.
-        self._table.meta.client.transact_write_items(TransactItems=transact)
+        self._table.transact(
+            [
+                self._table.update_request(
+                    key,
+                    update["UpdateExpression"] + " SET expiration = :exp",
+                    names=update["ExpressionAttributeNames"],
+                    values={**update["ExpressionAttributeValues"], ":exp": expiration},
+                )
+                for key, update in items
+            ]
+        )
 
     def release(self, reservation: Reservation) -> None:
         """A call that cost nothing gives its reservation back."""
-        self._table.update_item(
-            Key={"id": f"usage#{reservation.user_key}#{reservation.day}"},
-            UpdateExpression="ADD committed_usd :delta",
-            ExpressionAttributeValues={":delta": -reservation.amount},
+        self._table.update(
+            f"usage#{reservation.user_key}#{reservation.day}",
+            "ADD committed_usd :delta",
+            values={":delta": -reservation.amount},
         )
 
     # ---- reports -------------------------------------------------------------------------
@@ -381,13 +399,10 @@ class Ledger:
         wanted = day.isoformat() if day else today
         caller = current_caller()
         plan = self.plan_for(user_key, caller.groups if caller else (), now)
-        item = self._table.get_item(Key={"id": f"usage#{user_key}#{wanted}"}).get("Item", {})
-        todays = (
-            item if wanted == today else self._table.get_item(Key={"id": f"usage#{user_key}#{today}"}).get("Item", {})
-        )
+        item = self._table.get(f"usage#{user_key}#{wanted}") or {}
+        todays = item if wanted == today else self._table.get(f"usage#{user_key}#{today}") or {}
         committed = Decimal(str(todays.get("committed_usd", 0)))
-        rate = self._table.get_item(Key={"id": f"rate#{user_key}#{int(now // 60)}"}).get("Item", {})
-        used_this_minute = int(str(rate.get("requests", 0)))
+        used_this_minute = int(str(todays.get(f"{WINDOW_PREFIX}{int(now // 60)}", 0)))
         return {
             "date": wanted,
             **_totals(item, ("requests", "cost_usd", "without_caching_usd", "without_routing_usd")),
@@ -412,18 +427,19 @@ class Ledger:
 
     def operator_report(self, day: date, *, top: int = 10) -> dict[str, Any]:
         """Everyone's usage on `day`: totals, per feature, per model, and the top users by cost
-        (hashed ids, as in the logs). Reads the day's aggregate and its 16 user shards, never the
-        whole table."""
+        (hashed ids, as in the logs). Reads the day's aggregate and its 16 user shards in one batch,
+        never the whole table."""
         key = f"usage-day#{day.isoformat()}"
-        item = self._table.get_item(Key={"id": key}).get("Item", {})
-        users: list[tuple[str, Decimal]] = []
-        for shard in USER_SHARDS:
-            found = self._table.get_item(Key={"id": f"{key}#{shard}"}).get("Item", {})
-            users.extend(
-                (name[len(USER_PREFIX) :], Decimal(str(value)))
-                for name, value in found.items()
-                if name.startswith(USER_PREFIX)
-            )
+        items = self._table.get_many([key, *(f"{key}#{shard}" for shard in USER_SHARDS)])
+        if items is None:
+            raise InternalError("usage ledger unavailable")
+        item = items.get(key, {})
+        users = [
+            (name[len(USER_PREFIX) :], Decimal(str(value)))
+            for shard in USER_SHARDS
+            for name, value in items.get(f"{key}#{shard}", {}).items()
+            if name.startswith(USER_PREFIX)
+        ]
         users.sort(key=lambda pair: (-pair[1], pair[0]))
         return {
             "date": day.isoformat(),

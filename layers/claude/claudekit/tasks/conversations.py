@@ -1,8 +1,7 @@
-"""Multi-turn conversations: history in the state table, prefix caching, compaction past the cap.
+"""Multi-turn conversations: prefix caching and compaction past the cap, over the history that
+`store.conversations` keeps (one item per conversation, written conditionally on its version).
 
-One item per conversation, `conversation#<uuid>`: its owner (hashed), optional system prompt, a
-summary of compacted turns, the turns themselves, a version for conditional writes, and
-`expiration` (the table's TTL) pushed forward by every turn. A turn sends the whole history with
+A turn sends the whole history with
 `cache_turns`, so the client marks the last two user turns and each turn reads from cache the
 prefix the previous turn wrote. When system + summary + history + prompt would pass
 CONVERSATION_MAX_CHARS, the oldest turns go first: summarised by the fast model (the summary
@@ -12,26 +11,19 @@ down to half the cap so compaction (which rewrites the cached prefix) happens ra
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from claudekit.claude.client import ClaudeClient
 from claudekit.claude.request import ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
-from claudekit.errors import Conflict, InputTooLarge, NotFound
-from claudekit.settings import Settings
-from claudekit.store.dynamo import SharedClient
+from claudekit.errors import InputTooLarge
+from claudekit.store.conversations import Conversation, ConversationStore
 from claudekit.tasks.models import Body, Text, UsageOut
-from claudekit.telemetry import hash_user
 
 FEATURE = "conversation"
 SUMMARY_MAX_TOKENS = 1024
@@ -88,30 +80,6 @@ class ConversationTurnOut(BaseModel):
 
 
 @dataclass
-class Conversation:
-    id: str
-    owner: str  # hash_user of the owner's identity
-    system: str | None = None
-    summary: str | None = None
-    turns: list[dict[str, str]] = field(default_factory=list)  # {"role", "content"}, alternating
-    version: int = 0
-    created_at: str = ""
-    updated_at: str = ""
-    expiration: int = 0
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "system": self.system,
-            "summary": self.summary,
-            "messages": self.turns,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "expires_at": _iso(self.expiration),
-        }
-
-
-@dataclass
 class Compaction:
     """What was done to fit the cap: the caller is told in `compacted`."""
 
@@ -132,106 +100,8 @@ class Turn:
     compaction: Compaction | None
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _chars(system: str | None, summary: str | None, turns: list[dict[str, str]], prompt: str) -> int:
     return len(system or "") + len(summary or "") + sum(len(t["content"]) for t in turns) + len(prompt)
-
-
-class ConversationStore:
-    """Conversation items in the state table; every write is conditional on the version read."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._client = SharedClient()
-
-    @property
-    def client(self) -> Any:
-        return self._client.get()
-
-    def create(self, user_id: str, system: str | None) -> Conversation:
-        # The system prompt stays in every turn: past half the cap, no history could ever fit.
-        limit = self.settings.conversation_max_chars // 2
-        if system is not None and len(system) > limit:
-            raise InputTooLarge(f"system is {len(system)} characters; a conversation's may have at most {limit}")
-        now = time.time()
-        conv = Conversation(
-            id=str(uuid.uuid4()),
-            owner=hash_user(user_id),
-            system=system,
-            created_at=_iso(now),
-            updated_at=_iso(now),
-            expiration=int(now) + self.settings.conversation_ttl_seconds,
-        )
-        self.client.put_item(
-            TableName=self.settings.table_name,
-            Item=self._item(conv),
-            ConditionExpression="attribute_not_exists(id)",
-        )
-        return conv
-
-    def get(self, conversation_id: str, user_id: str) -> Conversation:
-        """The owner's live conversation; anyone else's, or an expired one, is NOT_FOUND."""
-        found = self.client.get_item(
-            TableName=self.settings.table_name, Key=_key(conversation_id), ConsistentRead=True
-        ).get("Item")
-        # TTL deletion lags by up to days: an expired item is gone to the caller already.
-        if not found or found["owner"]["S"] != hash_user(user_id) or int(found["expiration"]["N"]) <= time.time():
-            raise NotFound("no such conversation")
-        return Conversation(
-            id=conversation_id,
-            owner=found["owner"]["S"],
-            system=found.get("system", {}).get("S"),
-            summary=found.get("summary", {}).get("S"),
-            turns=json.loads(found["turns"]["S"]),
-            version=int(found["version"]["N"]),
-            created_at=found["created_at"]["S"],
-            updated_at=found["updated_at"]["S"],
-            expiration=int(found["expiration"]["N"]),
-        )
-
-    def save(self, conv: Conversation) -> None:
-        """Write the next version; Conflict if another turn was saved since `conv` was read."""
-        now = time.time()
-        previous = conv.version
-        conv.version += 1
-        conv.updated_at = _iso(now)
-        conv.expiration = int(now) + self.settings.conversation_ttl_seconds
-        try:
-            self.client.put_item(
-                TableName=self.settings.table_name,
-                Item=self._item(conv),
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues={":v": {"N": str(previous)}},
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise Conflict(
-                    "another message was added to this conversation at the same time", retry_after=1
-                ) from None
-            raise
-
-    def _item(self, conv: Conversation) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            **_key(conv.id),
-            "owner": {"S": conv.owner},
-            "turns": {"S": json.dumps(conv.turns, ensure_ascii=False)},
-            "version": {"N": str(conv.version)},
-            "created_at": {"S": conv.created_at},
-            "updated_at": {"S": conv.updated_at},
-            "expiration": {"N": str(conv.expiration)},
-        }
-        if conv.system:
-            item["system"] = {"S": conv.system}
-        if conv.summary:
-            item["summary"] = {"S": conv.summary}
-        return item
-
-
-def _key(conversation_id: str) -> dict[str, Any]:
-    return {"id": {"S": f"conversation#{conversation_id}"}}
 
 
 def system_prompt(conv: Conversation) -> str | None:
