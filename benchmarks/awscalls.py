@@ -23,7 +23,12 @@ import botocore.client
 import botocore.session
 
 _HOOK_ID = "benchmarks.awscalls"
-_HOOKS = [("before-parameter-build", "params"), ("before-call", "before"), ("after-call", "after"), ("after-call-error", "error")]
+_HOOKS = [
+    ("before-parameter-build", "params"),
+    ("before-call", "before"),
+    ("after-call", "after"),
+    ("after-call-error", "error"),
+]
 _READS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"}
 
 
@@ -46,12 +51,19 @@ class Call:
         # The Powertools breaker keeps each circuit's state under its name, `claude:<model>`.
         return self.service == "dynamodb" and self.operation in _READS and self.item == "claude:"
 
+    @property
+    def is_refresh(self) -> bool:
+        """A read made when a local cache expires (breaker state, model cooldown): how often one
+        comes depends on the clock, not on the request, so it is counted apart from the hot path."""
+        return self.service == "dynamodb" and self.operation in _READS and self.item in ("claude:", "cooldown#")
+
 
 def item_kind(params: dict[str, Any]) -> str | None:
     """The prefix of the (first) partition key a DynamoDB request names: `ledger#`, `claude:`, ..."""
     keys: list[Any] = [params.get("Key"), params.get("Item")]
-    keys += [next(iter(op.values()), {}).get("Key") for op in params.get("TransactItems", [])]
-    keys += [next(iter(op.values()), {}).get("Item") for op in params.get("TransactItems", [])]
+    for op in params.get("TransactItems", []):
+        action: dict[str, Any] = next(iter(op.values()), {})
+        keys += [action.get("Key"), action.get("Item")]
     for key in keys:
         value = (key or {}).get("id")
         if isinstance(value, dict):
@@ -126,7 +138,7 @@ class AwsCalls:
             watch(client)
             return client
 
-        botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
+        botocore.session.Session.create_client = create_client  # type: ignore[method-assign,assignment]
         for existing in _live_clients():
             self._watch(existing)
         return self

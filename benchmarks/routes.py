@@ -50,7 +50,7 @@ class Route:
 
 
 ROUTES: dict[str, Route] = {
-    "generate": Route("GenerateFunction", "generate.json", {"prompt": "Bench: retries with jitter?", "max_tokens": 200}),
+    "generate": Route("GenerateFunction", "generate.json", {"prompt": "Bench: why jitter?", "max_tokens": 200}),
     "classify": Route(
         "ClassifyFunction", "classify.json", {"text": "The parcel came broken.", "labels": ["positive", "negative"]}
     ),
@@ -263,7 +263,7 @@ def table(result: dict[str, Any]) -> str:
             f"{r['breaker_reads_per_request']:>7} {cpu:>8} {r['wall_ms_p50']:>9} {r['memory_mb']:>5} "
             f"{r['lambda_gb_s_per_1000']:>8} {r['lambda_usd_per_1000']:>11.5f} {r['claude_usd_per_1000']:>11.4f}"
         )
-    lines.append("  DDB/req: DynamoDB calls per request, mean (max / target); breaker: state reads per request (target 0)")
+    lines.append("  DDB/req: DynamoDB calls per request, mean (max / target); breaker: its state reads (target 0)")
     for name, r in result["routes"].items():
         lines.append(f"  {name}: " + ", ".join(f"{k} x{v}" for k, v in r["calls"].items()))
     return "\n".join(lines)
