@@ -96,7 +96,7 @@ def test_only_job_submission_touches_sqs(stream_url: str, sim: Simulator) -> Non
     assert [[c.name for c in calls if c.service == "sqs"] for calls in warm] == [["sqs.SendMessageBatch"]] * len(warm)
 
 
-@pytest.mark.xfail(reason="today the first request of an instance reads the breaker state (issue 15: none)", strict=False)
+@pytest.mark.xfail(reason="today an instance's first request reads the breaker state (issue 15: none)", strict=False)
 def test_closed_breaker_costs_no_read(stream_url: str, sim: Simulator) -> None:
     first, warm = calls_per_request("generate", stream_url)
 
