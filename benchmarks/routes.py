@@ -7,6 +7,8 @@ the simulator over real HTTP. The simulator answers instantly, so what is measur
 - AWS calls: counted with botocore's before-call/after-call events (benchmarks.awscalls), warm
   (after one request has built the clients and fetched the key). Issue 15's target: two DynamoDB
   round trips per Claude call (admission, settlement), and no breaker state read while it is closed.
+  The hot path is every request's calls; cache refreshes (breaker state, model cooldown: reads made
+  when a local cache of a few seconds expires) come with the clock and are reported apart.
 - CPU: `time.thread_time()` around the handler, on the invoking thread: everything the function
   computes (validation, the SDK and botocore building and parsing requests, logs, metrics) and none
   of the waiting; moto and the simulator run on other threads. Not for /stream (its work runs on
@@ -205,7 +207,7 @@ def run(requests: int = REQUESTS) -> dict[str, Any]:
                 cold_calls = len(counter.take())
                 if outcome.status >= 300:
                     raise RuntimeError(f"{name} answered {outcome.status}: {outcome.body}")
-                calls, dynamodb, breaker, cpu, wall, cost = [], [], [], [], [], 0.0
+                calls, hot, refresh, breaker, cpu, wall, cost = [], [], [], [], [], [], 0.0
                 for _ in range(requests):
                     call = prepare(name, user, url)
                     counter.take()
@@ -215,7 +217,8 @@ def run(requests: int = REQUESTS) -> dict[str, Any]:
                     cpu.append(time.thread_time() - cpu0)
                     made = counter.take()
                     calls.append(made)
-                    dynamodb.append(sum(1 for c in made if c.service == "dynamodb"))
+                    hot.append(sum(1 for c in made if c.service == "dynamodb" and not c.is_refresh))
+                    refresh.append(sum(1 for c in made if c.is_refresh))
                     breaker.append(sum(1 for c in made if c.is_breaker_read))
                     cost += float(outcome.body.get("cost_usd") or 0)
                 gb = sizes.get(route.function, 512) / 1024
@@ -223,9 +226,10 @@ def run(requests: int = REQUESTS) -> dict[str, Any]:
                 kinds = AwsCalls.counts([c for made in calls for c in made])
                 rows[name] = {
                     "aws_calls_per_request": round(sum(len(m) for m in calls) / requests, 2),
-                    "dynamodb_calls_per_request": round(statistics.mean(dynamodb), 2),
-                    "dynamodb_calls_max": max(dynamodb),
+                    "dynamodb_calls_per_request": round(statistics.mean(hot) + statistics.mean(refresh), 2),
+                    "dynamodb_hot_path": max(hot),
                     "dynamodb_target": DYNAMODB_TARGET if route.claude else None,
+                    "refresh_reads_per_request": round(statistics.mean(refresh), 2),
                     "breaker_reads_per_request": round(statistics.mean(breaker), 2),
                     "first_request_aws_calls": cold_calls,
                     "calls": {k: round(v / requests, 2) for k, v in sorted(kinds.items())},
@@ -241,9 +245,7 @@ def run(requests: int = REQUESTS) -> dict[str, Any]:
         "requests_per_route": requests,
         "direct_sdk_ms_p50": round(statistics.median(direct) * 1000, 1),
         "generate_added_ms_p50": round(generate_ms - statistics.median(direct) * 1000, 1),
-        "dynamodb_calls_per_claude_request_max": max(
-            r["dynamodb_calls_max"] for r in rows.values() if r["dynamodb_target"]
-        ),
+        "generate_dynamodb_calls_per_request": rows["generate"]["dynamodb_calls_per_request"],
         "breaker_reads_per_request_while_closed": max(r["breaker_reads_per_request"] for r in rows.values()),
         "cpu_ms_p50_worst": max(r["cpu_ms_p50"] for r in rows.values() if r["cpu_ms_p50"] is not None),
         "routes": rows,
@@ -252,18 +254,21 @@ def run(requests: int = REQUESTS) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     lines = [
-        f"{'route':14} {'AWS/req':>7} {'DDB/req (max/target)':>20} {'breaker':>7} {'CPU p50':>8} {'wall p50':>9} "
+        f"{'route':14} {'AWS/req':>7} {'DDB/req (hot/target)':>20} {'breaker':>7} {'CPU p50':>8} {'wall p50':>9} "
         f"{'MB':>5} {'GB-s/1k':>8} {'Lambda $/1k':>11} {'Claude $/1k':>11}"
     ]
     for name, r in result["routes"].items():
         cpu = f"{r['cpu_ms_p50']:.2f}" if r["cpu_ms_p50"] is not None else "n/a"
-        target = f"{r['dynamodb_calls_max']}/{r['dynamodb_target'] or '-'}"
+        target = f"{r['dynamodb_hot_path']}/{r['dynamodb_target'] or '-'}"
         lines.append(
             f"{name:14} {r['aws_calls_per_request']:>7} {r['dynamodb_calls_per_request']:>11} ({target:>5}) "
             f"{r['breaker_reads_per_request']:>7} {cpu:>8} {r['wall_ms_p50']:>9} {r['memory_mb']:>5} "
             f"{r['lambda_gb_s_per_1000']:>8} {r['lambda_usd_per_1000']:>11.5f} {r['claude_usd_per_1000']:>11.4f}"
         )
-    lines.append("  DDB/req: DynamoDB calls per request, mean (max / target); breaker: its state reads (target 0)")
+    lines.append(
+        "  DDB/req: DynamoDB calls per request, mean (hot path without cache refreshes / target);"
+        " breaker: its state reads per request (target 0)"
+    )
     for name, r in result["routes"].items():
         lines.append(f"  {name}: " + ", ".join(f"{k} x{v}" for k, v in r["calls"].items()))
     return "\n".join(lines)
