@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         {"target": t, "measured_as": m, "value": v, "goal": g} for t, m, v, g in targets(report["entries"])
     ]
     print(f"\nissue 15's targets ({report['machine']}, {report['when']})")
-    print(f"{'target':28} {'measured as':36} {'today':>12}  goal")
+    print(f"{'target':28} {'measured as':44} {'today':>16}  goal")
     for row in report["targets"]:
         value = "n/a" if row["value"] is None else row["value"]
-        print(f"{row['target']:28} {row['measured_as']:36} {value!s:>12}  {row['goal']}")
+        print(f"{row['target']:28} {row['measured_as']:44} {value!s:>16}  {row['goal']}")
     if names == ENTRIES:  # a partial run must not overwrite the committed figures
         OUT.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwritten to {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
