@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.awscalls import AwsCalls, Call
+from benchmarks.awscalls import AwsCalls, Call, busy_seconds, item_kind
 from benchmarks.routes import ROUTES, prepare, stream_app
 from local.simulator import Simulator
 
@@ -108,3 +108,16 @@ def test_claude_routes_read_the_breaker_at_most_once_per_request(stream_url: str
         if spec.claude:
             first, warm = calls_per_request(route, stream_url)
             assert all(sum(c.is_breaker_read for c in calls) <= 1 for calls in [first, *warm]), route
+
+
+def test_calls_are_named_by_the_item_they_touch() -> None:
+    assert item_kind({"Key": {"id": "rate#user#2026-11-26T11:30"}}) == "rate#"
+    assert item_kind({"Key": {"id": {"S": "claude:claude-sonnet-5-5"}}}) == "claude:"
+    assert item_kind({"TransactItems": [{"Update": {"Key": {"id": {"S": "usage#u#d"}}}}]}) == "usage#"
+    assert item_kind({"TableName": "t", "KeyConditionExpression": "id = :id"}) is None
+
+
+def test_busy_time_is_the_union_of_overlapping_calls() -> None:
+    calls = [Call("dynamodb", "GetItem", None, start, end) for start, end in [(0, 2), (1, 3), (5, 6), (5.5, 5.7)]]
+
+    assert busy_seconds(calls) == 4
