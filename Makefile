@@ -93,7 +93,9 @@ smoke: smoke-build
 	SMOKE_BUILD_DIR=$(SMOKE_BUILD) SMOKE_PYTHON=$$(PYENV_VERSION=$(SAM_PYTHON) pyenv which python3.13) \
 		$(PY) -m pytest tests/artifact -p no:cacheprovider
 
-# Cold start is measured on the smoke build (the artifact, for this machine's CPU).
+# Issue 15's targets side by side (prints them, writes benchmarks/results.json: commit it when a
+# figure moves). Cold start is measured on the smoke build (the artifact, for this machine's CPU).
+# Not part of `make test`: timings are never asserted.
 bench: venv smoke-build
 	SMOKE_PYTHON=$$(PYENV_VERSION=$(SAM_PYTHON) pyenv which python3.13) $(PY) -m benchmarks.run
 

@@ -1,11 +1,15 @@
 """Cold start of the built artifact: each handler's init beside the floor `import anthropic, boto3`.
 
-Measured on what ships: the `sam build` output for this machine's CPU (`make smoke` builds it), in
-a clean Python 3.13 with only boto3 besides, exactly as tests/artifact starts it. For each function
-a fresh interpreter imports the handler (Lambda's init phase; the stream function's ASGI app) and
-reports the wall time of that import and its peak RSS; the floor is the same interpreter importing
-only the SDK and boto3 from the same layer. Medians of RUNS, side by side in one run, so the ratio
-holds even when the machine is busy.
+Measured on what ships: the `sam build` output for this machine's CPU (`make smoke-build` builds it),
+in a clean Python 3.13 with only what the Lambda runtime ships, with each function's environment as
+tests/artifact starts it. A fresh interpreter runs benchmarks/init_child.py, which imports the
+handler (Lambda's init phase; the stream function's ASGI app) and reports the import's wall time,
+peak RSS and number of modules; the floor is the same interpreter, environment and path importing
+only the SDK and boto3. Each handler is measured twice: as is, and with the garbage collector
+disabled during init (BENCH_GC=off in the child), so what collections cost the init is reported.
+The child also reports its CPU time, a steadier ratio when other work shares the machine.
+Medians of RUNS, interleaved (floor, then every handler, RUNS times), so a busy moment of the
+machine slows the floor and the handlers alike and the ratio holds.
 """
 
 from __future__ import annotations
@@ -20,18 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from local import aws
-from local.artifact import Artifact, Invoker, runtime_python
+from local.artifact import Artifact, runtime_python
 from local.simulator import Simulator
 
-RUNS = 7
+RUNS = 3
 ROOT = Path(__file__).resolve().parent.parent
-FLOOR = (
-    "import json, resource, time\n"
-    "started = time.perf_counter()\n"
-    "import anthropic, boto3\n"
-    "print(json.dumps({'init_ms': (time.perf_counter() - started) * 1000,"
-    " 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-)
+CHILD = Path(__file__).resolve().parent / "init_child.py"
+TARGET = 1.10  # issue 15: every handler's init <= 1.10x the floor
 
 
 def build_dir() -> Path:
@@ -51,64 +50,102 @@ def python313() -> str:
 
 
 def _median(samples: list[dict[str, float]], key: str) -> float:
-    return round(statistics.median(s[key] for s in samples), 1)
+    return statistics.median(s[key] for s in samples)
 
 
-def run() -> dict[str, Any]:
+def _init(python: Path, env: dict[str, str], cwd: Path) -> dict[str, float]:
+    done = subprocess.run([str(python), str(CHILD)], env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"init of {env['_HANDLER']} in {cwd.name} failed:\n{done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(runs: int = RUNS) -> dict[str, Any]:
     root = build_dir()
     if not (root / "template.yaml").exists():
-        return {"skipped": f"no build at {root}: run `make smoke` first"}
+        return {"skipped": f"no build at {root}: run `make smoke-build` first"}
     artifact = Artifact(root)
     python = runtime_python(python313(), root.parent / f"{root.name}-runtime")
     local = aws.start(api_key="sk-bench")
     sim = Simulator(api_key="sk-bench").start()
     try:
-        floor_env = {
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(artifact.layer_python()),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        envs = {}
+        envs: dict[str, dict[str, str]] = {}
         for function in sorted(artifact.functions):
             env = artifact.environment(function, local, sim.url, python)
             if env["_HANDLER"].endswith(".sh"):  # behind the web adapter: time the ASGI app's import
                 env["_HANDLER"] = "app.app"
             envs[function] = env
-        samples: dict[str, list[dict[str, float]]] = {name: [] for name in ["floor", *envs]}
-        # Round robin, so a busy moment of the machine slows the floor and the handlers alike.
-        for _ in range(RUNS):
-            floor = subprocess.run(
-                [str(python), "-c", FLOOR], env=floor_env, capture_output=True, text=True, check=True
-            )
-            samples["floor"].append(json.loads(floor.stdout))
+        first = next(iter(envs))
+        floor_env = {**envs[first], "_HANDLER": "floor"}  # the same interpreter, variables and path
+        samples: dict[str, list[dict[str, float]]] = {"floor": []}
+        for _ in range(runs):
+            samples["floor"].append(_init(python, floor_env, artifact.task_root(first)))
             for function, env in envs.items():
-                with open(os.devnull, "w") as log:
-                    invoker = Invoker(python, env, artifact.task_root(function), log)
-                    invoker.close()
-                if "init_error" in invoker.init:
-                    raise RuntimeError(f"{function} failed its init:\n{invoker.init['init_error']}")
-                samples[function].append(invoker.init)
-        floor_ms = statistics.median(s["init_ms"] for s in samples["floor"])
-        results: dict[str, Any] = {
-            "floor: import anthropic, boto3": f"{floor_ms:.0f} ms, {_median(samples['floor'], 'rss_mb')} MB"
-        }
-        worst = 0.0
+                cwd = artifact.task_root(function)
+                samples.setdefault(function, []).append(_init(python, env, cwd))
+                samples.setdefault(f"{function} gc off", []).append(_init(python, {**env, "BENCH_GC": "off"}, cwd))
+        floor_ms = _median(samples["floor"], "init_ms")
+        floor_cpu = _median(samples["floor"], "cpu_ms")
+        floor_mb = _median(samples["floor"], "rss_mb")
+        floor_modules = _median(samples["floor"], "modules")
+        handlers: dict[str, Any] = {}
         for function in envs:
-            ratio = statistics.median(s["init_ms"] for s in samples[function]) / floor_ms
-            worst = max(worst, ratio)
-            results[f"{function} init"] = (
-                f"{_median(samples[function], 'init_ms'):.0f} ms, {_median(samples[function], 'rss_mb')} MB, "
-                f"{ratio:.2f}x floor"
-            )
-        results["worst ratio to the floor"] = round(worst, 2)
-        results["artifact"] = str(root.relative_to(ROOT)) if root.is_relative_to(ROOT) else str(root)
-        return results
+            ms = _median(samples[function], "init_ms")
+            gc_off_ms = _median(samples[f"{function} gc off"], "init_ms")
+            cpu = _median(samples[function], "cpu_ms")
+            gc_off_cpu = _median(samples[f"{function} gc off"], "cpu_ms")
+            handlers[function] = {
+                "init_ms": round(ms),
+                "ratio": round(ms / floor_ms, 2),
+                "cpu_ratio": round(cpu / floor_cpu, 2),
+                "rss_delta_mb": round(_median(samples[function], "rss_mb") - floor_mb, 1),
+                "modules_beyond_floor": round(_median(samples[function], "modules") - floor_modules),
+                "init_ms_gc_off": round(gc_off_ms),
+                "ratio_gc_off": round(gc_off_ms / floor_ms, 2),
+                "gc_off_saves_ms": round(ms - gc_off_ms),
+                "cpu_ratio_gc_off": round(gc_off_cpu / floor_cpu, 2),
+                "gc_off_saves_cpu_ms": round(cpu - gc_off_cpu),
+            }
+        return {
+            "floor_ms": round(floor_ms),
+            "floor_cpu_ms": round(floor_cpu),
+            "floor_rss_mb": round(floor_mb, 1),
+            "floor_modules": round(floor_modules),
+            "runs": runs,
+            "target_ratio": TARGET,
+            "worst_ratio": max(h["ratio"] for h in handlers.values()),
+            "worst_cpu_ratio": max(h["cpu_ratio"] for h in handlers.values()),
+            "worst_ratio_gc_off": max(h["ratio_gc_off"] for h in handlers.values()),
+            "worst_cpu_ratio_gc_off": max(h["cpu_ratio_gc_off"] for h in handlers.values()),
+            "handlers": handlers,
+            "artifact": str(root.relative_to(ROOT)) if root.is_relative_to(ROOT) else str(root),
+        }
     finally:
         sim.stop()
         local.stop()
 
 
+def table(result: dict[str, Any]) -> str:
+    if "handlers" not in result:
+        return str(result)
+    lines = [
+        f"floor `import anthropic, boto3`: {result['floor_ms']} ms ({result['floor_cpu_ms']} ms CPU), "
+        f"{result['floor_rss_mb']} MB, "
+        f"{result['floor_modules']} modules (median of {result['runs']}; target <= {result['target_ratio']}x)",
+        f"{'function':24} {'init ms':>8} {'x floor':>8} {'CPU x':>6} {'+MB':>6} {'+modules':>9} {'gc off ms':>10} "
+        f"{'x floor':>8} {'CPU x':>6} {'gc saves (CPU)':>15}",
+    ]
+    for name, h in result["handlers"].items():
+        lines.append(
+            f"{name:24} {h['init_ms']:>8} {h['ratio']:>8.2f} {h['cpu_ratio']:>6.2f} "
+            f"{h['rss_delta_mb']:>6} {h['modules_beyond_floor']:>9} "
+            f"{h['init_ms_gc_off']:>10} {h['ratio_gc_off']:>8.2f} {h['cpu_ratio_gc_off']:>6.2f} "
+            f"{h['gc_off_saves_ms']:>6} ms ({h['gc_off_saves_cpu_ms']} ms)"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for key, value in run().items():
-        print(f"{key:40} {value}")
+    print(table(run()))
     sys.exit(0)
