@@ -17,8 +17,9 @@ import boto3
 import pytest
 
 from claudekit import errors
-from claudekit.claude import client as client_module
-from claudekit.claude.client import ClaudeClient, ClaudeRequest
+from claudekit.claude import circuit
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.store import cooldown, dynamo
 from local.simulator import Fault, Simulator
@@ -31,7 +32,7 @@ HEALTH_REFRESH, OVERRIDE_READ = "BatchGetItem", "GetItem"
 def dynamodb_calls(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Operation names of every DynamoDB call made by clients built from now on."""
     monkeypatch.setattr(cooldown, "REFRESH_SECONDS", 600)
-    monkeypatch.setattr(client_module, "REFRESH_SECONDS", 600)
+    monkeypatch.setattr(circuit, "REFRESH_SECONDS", 600)
     calls: list[str] = []
 
     def count(model: Any, **_: Any) -> None:
