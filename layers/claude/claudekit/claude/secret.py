@@ -54,6 +54,11 @@ def get_api_key(secret_id: str, *, max_age: int, refresh: bool = False) -> str:
     return key
 
 
+def reset() -> None:
+    """Forget the cached key and the Secrets Manager client (a SnapStart restore; tests)."""
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
+
+
 def _failure(cause: BaseException | None) -> DependencyUnavailable | ConfigurationError:
     """What the caller sees for a failed read; the log line gets the AWS error code, never the id."""
     if isinstance(cause, ClientError):

@@ -21,6 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from claudekit import telemetry
 from claudekit.claude.client import get_client
 from claudekit.claude.request import ClaudeResult
 from claudekit.deadline import Deadline
@@ -30,7 +31,7 @@ from claudekit.http.body import parse_json
 from claudekit.settings import get_settings
 from claudekit.store import ledger
 from claudekit.tasks.jobs.models import JobTask
-from claudekit.telemetry import logger, tracer
+from claudekit.telemetry import logger
 
 # On every JSON response, errors included: bodies are per user and must never be sniffed or cached.
 JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
@@ -106,7 +107,7 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
     get_client()
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-    @tracer.capture_lambda_handler
+    @telemetry.tracer.capture_lambda_handler  # built here: the stream function imports this module, never traces
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # The API speaks only JSON: parse every body as JSON, whatever Content-Type says
         # (curl -d sends form encoding), so a bad body is a clear 400, not a confusing 422.
