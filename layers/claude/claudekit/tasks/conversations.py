@@ -24,10 +24,10 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta
+from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta, get_client
 from claudekit.deadline import Deadline
 from claudekit.errors import Conflict, InputTooLarge, NotFound
-from claudekit.settings import Settings
+from claudekit.settings import Settings, get_settings
 from claudekit.store.dynamo import SharedClient
 from claudekit.tasks.models import Body, Text, UsageOut
 from claudekit.telemetry import hash_user
@@ -347,3 +347,37 @@ def turn_fields(turn: Turn, result: ClaudeResult) -> dict[str, Any]:
         "messages": len(turn.conversation.turns),
         "compacted": turn.compaction.public() if turn.compaction else None,
     }
+
+
+# ---- the routes' tasks ------------------------------------------------------------------------
+
+_store: ConversationStore | None = None
+
+
+def conversation_store() -> ConversationStore:
+    """The container's store, rebuilt when the settings are (tests and the local stack change them)."""
+    global _store
+    settings = get_settings()
+    if _store is None or _store.settings is not settings:
+        _store = ConversationStore(settings)
+    return _store
+
+
+def start(user_id: str, body: ConversationBody | None) -> ConversationOut:
+    """A new conversation; no body at all starts one without a system prompt."""
+    conv = conversation_store().create(user_id, body.system if body else None)
+    return ConversationOut.model_validate(conv.public())
+
+
+def read(conversation_id: str, user_id: str) -> ConversationOut:
+    return ConversationOut.model_validate(conversation_store().get(conversation_id, user_id).public())
+
+
+def message(
+    conversation_id: str, body: ConversationMessageBody, user_id: str, deadline: Deadline, request_id: str | None
+) -> ConversationTurnOut:
+    """A buffered turn: the history read (and compacted if need be), the answer recorded."""
+    client, store = get_client(), conversation_store()
+    turn = prepare(client, store, store.get(conversation_id, user_id), body.prompt, body.max_tokens, user_id, deadline)
+    result = answer(client, store, turn, deadline)
+    return ConversationTurnOut(**turn_fields(turn, result), request_id=request_id)
