@@ -95,8 +95,7 @@ async def respond(scope: Scope, receive: Receive, body_model: type[B], task: Tas
     def produce() -> Iterator[Event]:
         return task(body, user_id, call.deadline)
 
-    path = scope.get("root_path", "") + scope["path"]
-    return await _stream(headers, path, call, raw, produce, receive)
+    return await _stream(headers, scope["path"], call, raw, produce, receive)
 
 
 async def _stream(
