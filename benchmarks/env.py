@@ -20,7 +20,7 @@ if LAYER not in sys.path:  # the layer is on the path in Lambda and under pytest
 from aws_lambda_powertools.utilities import parameters  # noqa: E402
 
 from claudekit.claude.client import reset_client  # noqa: E402
-from claudekit.tasks import jobs  # noqa: E402
+from claudekit.tasks.jobs.worker import reset_worker  # noqa: E402
 from claudekit.telemetry import logger  # noqa: E402
 from local import aws  # noqa: E402
 from local.simulator import Simulator  # noqa: E402
@@ -50,7 +50,7 @@ def bench_environment(sim: Simulator, **extra: str) -> Iterator[aws.LocalAws]:
         logger.setLevel("WARNING")
         parameters.clear_caches()  # type: ignore[no-untyped-call]
         reset_client()
-        jobs.reset_consumer()
+        reset_worker()
         yield local
     finally:
         logger.setLevel(saved_level)
@@ -58,5 +58,5 @@ def bench_environment(sim: Simulator, **extra: str) -> Iterator[aws.LocalAws]:
         os.environ.update(saved_env)
         parameters.clear_caches()  # type: ignore[no-untyped-call]
         reset_client()
-        jobs.reset_consumer()
+        reset_worker()
         local.stop()

@@ -1,7 +1,7 @@
 """Batch jobs throughput: 100 jobs at 200 ms simulated upstream latency through the local SQS event source.
 
 Concurrency = pollers (concurrent invocations, the event source's MaximumConcurrency) x records
-processed concurrently per invocation (BATCH_MAX_CONCURRENCY). The ideal wall time is
+processed concurrently per invocation (WORKER_RECORD_CONCURRENCY). The ideal wall time is
 ceil(jobs / concurrency) x latency; the rest is the queue, DynamoDB (moto) and bookkeeping.
 
     python -m benchmarks.jobs
@@ -22,25 +22,28 @@ PER_BATCH = 10
 
 def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BATCH) -> dict[str, Any]:
     from benchmarks.env import BENCH_KEY, bench_environment
-    from claudekit.tasks import jobs
+    from claudekit.store.jobs import JobStore
     from claudekit.tasks.generate import GenerateTask
+    from claudekit.tasks.jobs.models import GenerateJob, JobsBody
+    from claudekit.tasks.jobs.submit import submit
+    from claudekit.tasks.jobs.worker import JobWorker
     from local.consumer import SqsEventSource
     from local.simulator import Latency, Simulator
 
     with (
         Simulator(latency=Latency(ttft=LATENCY, tokens_per_second=0), api_key=BENCH_KEY).start() as sim,
-        bench_environment(sim, POWERTOOLS_METRICS_DISABLED="true") as local,
+        bench_environment(
+            sim, POWERTOOLS_METRICS_DISABLED="true", WORKER_RECORD_CONCURRENCY=str(per_batch), JOB_MIN_START_SECONDS="1"
+        ) as local,
     ):
-        consumer = jobs.JobConsumer(options=jobs.JobOptions(concurrency=per_batch, min_start_seconds=1))
+        worker = JobWorker()
         task: GenerateTask = "summarize"
-        body = jobs.JobsBody(
-            items=[jobs.GenerateJob(task=task, input=f"Bench {i} {uuid.uuid4()}") for i in range(jobs_count)]
-        )
-        submitted = jobs.submit(body, "bench-user")
+        body = JobsBody(items=[GenerateJob(task=task, input=f"Bench {i} {uuid.uuid4()}") for i in range(jobs_count)])
+        submitted = submit(body, "bench-user")
         ids = [s.job_id for s in submitted]
-        store = jobs.JobStore(local.physical["StateTable"])
+        store = JobStore(local.physical["StateTable"])
         source = SqsEventSource(
-            consumer.handle,
+            worker.handle,
             local.physical["JobsQueue"],
             local.arns["JobsQueue"],
             endpoint_url=local.endpoint,

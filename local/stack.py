@@ -78,7 +78,7 @@ class Stack:
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon locally
 
         doc = aws.load_template()
-        timeout = float(doc.get("Parameters", {}).get("FunctionTimeout", {}).get("Default", 30))
+        timeout = float(doc.get("Parameters", {}).get("RequestBudgetSeconds", {}).get("Default", 30))
         routes = routes_from_template(doc, timeout)
         self.pools = pools(routes)
         self._start_consumers(doc, timeout)

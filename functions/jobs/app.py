@@ -7,8 +7,8 @@ from aws_lambda_powertools.event_handler import Response
 
 from claudekit.http import rest
 from claudekit.http.openapi import CLAUDE_ERRORS, READ_ERRORS
-from claudekit.tasks import jobs
-from claudekit.tasks.jobs.models import JobRef, JobsOut, JobView
+from claudekit.tasks.jobs import submit
+from claudekit.tasks.jobs.models import JobRef, JobsBody, JobsOut, JobView
 
 app = rest.create_app()
 
@@ -18,14 +18,14 @@ app = rest.create_app()
     operation_id="createJobs",
     responses=rest.responses(*CLAUDE_ERRORS, status=202, description="Queued", limited=True),
 )
-def create_jobs(body: jobs.JobsBody) -> Response[JobsOut]:
-    submitted = jobs.submit(body, rest.caller(app), deadline=rest.deadline(app))
+def create_jobs(body: JobsBody) -> Response[JobsOut]:
+    submitted = submit.submit(body, rest.caller(app), deadline=rest.deadline(app))
     return rest.respond(app, JobsOut(jobs=[JobRef(id=s.job_id, status=s.status) for s in submitted]), status=202)
 
 
 @app.get("/jobs/<job_id>", operation_id="getJob", responses=rest.responses(*READ_ERRORS, 404))
 def get_job(job_id: str) -> Response[JobView]:
-    return rest.respond(app, JobView.model_validate(jobs.get_job(job_id, rest.caller(app))))
+    return rest.respond(app, JobView.model_validate(submit.get_job(job_id, rest.caller(app))))
 
 
 handler = rest.lambda_handler(app)

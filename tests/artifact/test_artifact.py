@@ -99,16 +99,16 @@ def test_rest_function_serves_its_event(
     assert_clean_logs(logs, *(v for v in text.values() if isinstance(v, str) and len(v) > 20))
 
 
-def test_a_job_goes_through_the_jobs_and_batch_functions(
+def test_a_job_goes_through_the_jobs_and_worker_functions(
     artifact: Artifact, python: Path, env_for: EnvFor, local_aws: aws.LocalAws, sim: Simulator, logs: Path
 ) -> None:
-    """POST /jobs enqueues; the batch function, fed the SQS message as Lambda would, processes it;
+    """POST /jobs enqueues; the worker function, fed the SQS message as Lambda would, processes it;
     GET /jobs/{id} reports it succeeded."""
     sqs = local_aws.client("sqs")
     queue = local_aws.physical["JobsQueue"]
     sqs.purge_queue(QueueUrl=queue)  # what earlier tests enqueued
     jobs = start(artifact, "JobsFunction", env_for("JobsFunction"), python, logs)
-    batch = start(artifact, "BatchFunction", env_for("BatchFunction"), python, logs)
+    worker = start(artifact, "WorkerFunction", env_for("WorkerFunction"), python, logs)
     try:
         posted = jobs.invoke(event("jobs-post.json"))
         assert posted["statusCode"] == 202, posted["body"]
@@ -116,7 +116,7 @@ def test_a_job_goes_through_the_jobs_and_batch_functions(
 
         received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
         assert len(received) == len(ids)
-        sqs_event = event("batch.json")
+        sqs_event = event("worker.json")
         template_record = sqs_event["Records"][0]
         sqs_event["Records"] = [
             {
@@ -129,7 +129,7 @@ def test_a_job_goes_through_the_jobs_and_batch_functions(
             }
             for message in received
         ]
-        outcome = batch.invoke(sqs_event)
+        outcome = worker.invoke(sqs_event)
         assert outcome == {"batchItemFailures": []}
         assert len(sim.message_requests()) == len(ids)
 
@@ -142,7 +142,7 @@ def test_a_job_goes_through_the_jobs_and_batch_functions(
             assert json.loads(status["body"])["status"] == "succeeded"
     finally:
         jobs.close()
-        batch.close()
+        worker.close()
     assert_clean_logs(logs, *(item["input"] for item in json.loads(event("jobs-post.json")["body"])["items"]))
 
 

@@ -65,8 +65,8 @@ def test_bodies_follow_the_contract() -> None:
     assert all({"task", "input"} <= item.keys() for item in items)
 
 
-def test_batch_event_carries_a_job_message() -> None:
-    (record,) = load("batch.json")["Records"]
+def test_worker_event_carries_a_job_message() -> None:
+    (record,) = load("worker.json")["Records"]
     assert record["eventSource"] == "aws:sqs"
     assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
     message = json.loads(record["body"])

@@ -55,7 +55,10 @@ SETTINGS_ENV = {
     "MAX_JOBS_IN_FLIGHT",
     "TABLE_NAME",
     "JOBS_QUEUE_URL",
-    "BATCH_MAX_CONCURRENCY",
+    "CORS_ALLOW_ORIGIN",
+    "PRICING_JSON",
+    "WORKER_RECORD_CONCURRENCY",
+    "BATCH_POLL_SECONDS",
     "BREAKER_FAILURE_THRESHOLD",
     "BREAKER_RECOVERY_SECONDS",
     "REQUEST_BUDGET_SECONDS",
@@ -213,14 +216,14 @@ def test_buffered_routes_answer_before_api_gateway_cuts_them(
     """One parameter sets both each buffered function's Timeout and its deadline's budget, and it
     cannot exceed API Gateway's limit: the function answers (a JSON error included) in time."""
     env = global_function["Environment"]["Variables"]
-    assert env["REQUEST_BUDGET_SECONDS"] == {"Ref": "FunctionTimeout"}
-    parameter = template["Parameters"]["FunctionTimeout"]
+    assert env["REQUEST_BUDGET_SECONDS"] == {"Ref": "RequestBudgetSeconds"}
+    parameter = template["Parameters"]["RequestBudgetSeconds"]
     assert parameter["Default"] <= API_GATEWAY_BUFFERED_LIMIT
     assert parameter["MaxValue"] <= API_GATEWAY_BUFFERED_LIMIT
     buffered = {name for name, _, p in api_events(functions) if p.get("ResponseTransferMode") != "RESPONSE_STREAM"}
     assert buffered
     for name in buffered:
-        assert prop(functions[name], global_function, "Timeout") == {"Ref": "FunctionTimeout"}, name
+        assert prop(functions[name], global_function, "Timeout") == {"Ref": "RequestBudgetSeconds"}, name
         own_env = functions[name]["Properties"].get("Environment", {}).get("Variables", {})
         assert "REQUEST_BUDGET_SECONDS" not in own_env, name
 
@@ -257,12 +260,11 @@ DYNAMODB_CALLS = {
 }
 
 
-def state_table_actions(policies: list[Any]) -> set[str]:
+def state_table_actions(statements: list[Any]) -> set[str]:
     actions: set[str] = set()
-    for policy in policies:
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            if statement.get("Resource") == {"Fn::GetAtt": ["StateTable", "Arn"]}:
-                actions.update(statement["Action"])
+    for statement in statements:
+        if statement.get("Resource") == {"Fn::GetAtt": ["StateTable", "Arn"]}:
+            actions.update(statement["Action"])
     return actions
 
 
@@ -277,15 +279,39 @@ def test_table_policy_covers_every_dynamodb_call_in_the_code(root: Path) -> None
     assert needed <= TABLE_ACTIONS, f"template.yaml must grant {sorted(needed - TABLE_ACTIONS)}"
 
 
-def test_functions_get_scoped_policies(functions: dict[str, Any]) -> None:
+SQS_POLICY_TEMPLATES = {"SQSSendMessagePolicy", "SQSPollerPolicy"}
+
+
+def test_functions_share_one_scoped_policy(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    """One managed policy: the key's secret and the table's items, nothing account-wide."""
+    policy = resources["FunctionPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    secret = [s for s in statements if s["Resource"] == {"Ref": "ApiKeySecret"}]
+    assert [s["Action"] for s in secret] == ["secretsmanager:GetSecretValue"]
+    assert state_table_actions(statements) == TABLE_ACTIONS
+    assert len(statements) == 2, statements
     for name, fn in functions.items():
         policies = fn["Properties"]["Policies"]
-        assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "ApiKeySecret"}}} in policies, name
-        assert state_table_actions(policies) == TABLE_ACTIONS, name
-        for policy in policies:
-            assert isinstance(policy, dict), f"{name} uses a managed policy by name: {policy}"
+        assert {"Ref": "FunctionPolicy"} in policies, name
+        for other in policies:
+            # SAM policy templates scoped to one resource; never a broad managed policy by name.
+            assert isinstance(other, dict), f"{name} uses a managed policy by name: {other}"
+            assert other == {"Ref": "FunctionPolicy"} or other.keys() <= SQS_POLICY_TEMPLATES, name
     send = {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["JobsQueue", "QueueName"]}}}
     assert send in functions["JobsFunction"]["Properties"]["Policies"]
+
+
+def test_every_function_logs_to_a_group_with_retention(
+    resources: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
+) -> None:
+    """Without a group of our own Lambda creates /aws/lambda/<name> and keeps it forever."""
+    assert global_function["LoggingConfig"] == {"LogGroup": {"Ref": "FunctionLogGroup"}}
+    for name, fn in functions.items():
+        assert "LoggingConfig" not in fn["Properties"], name
+    group = resources["FunctionLogGroup"]
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["DeletionPolicy"] == "Delete"
 
 
 # --------------------------------------------------------------------------- architecture and code
@@ -342,21 +368,21 @@ def test_every_handler_exists(root: Path, functions: dict[str, Any], global_func
 # --------------------------------------------------------------------------- queue and DLQ
 
 
-def test_queue_visibility_covers_six_batch_timeouts(
+def test_queue_visibility_covers_six_worker_timeouts(
     template: dict[str, Any], resources: dict[str, Any], functions: dict[str, Any], global_function: dict[str, Any]
 ) -> None:
-    timeout = int(resolve(template, prop(functions["BatchFunction"], global_function, "Timeout")))
+    timeout = int(resolve(template, prop(functions["WorkerFunction"], global_function, "Timeout")))
     visibility = int(resolve(template, resources["JobsQueue"]["Properties"]["VisibilityTimeout"]))
     assert visibility >= 6 * timeout
 
 
-def test_batch_consumes_the_queue_with_partial_failures(functions: dict[str, Any]) -> None:
-    events = functions["BatchFunction"]["Properties"]["Events"]
+def test_worker_consumes_the_queue_with_partial_failures(functions: dict[str, Any]) -> None:
+    events = functions["WorkerFunction"]["Properties"]["Events"]
     (sqs,) = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
     assert sqs["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
     assert sqs["BatchSize"] == 10
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert sqs["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "BatchMaxConcurrency"}
+    assert sqs["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerMaxConcurrency"}
 
 
 def test_dlq_is_encrypted_redriven_to_and_alarmed(resources: dict[str, Any]) -> None:
@@ -417,7 +443,7 @@ def test_every_function_gets_the_settings_environment(
     env = environment({}, global_function)
     assert env["TABLE_NAME"] == {"Ref": "StateTable"}
     assert env["JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}
-    assert env["BATCH_MAX_CONCURRENCY"] == {"Ref": "BatchRecordConcurrency"}
+    assert env["WORKER_RECORD_CONCURRENCY"] == {"Ref": "WorkerRecordConcurrency"}
 
 
 def test_environment_names_match_the_settings_model(global_function: dict[str, Any]) -> None:
@@ -448,6 +474,29 @@ def test_alarms_cover_api_lambda_and_app_metrics(resources: dict[str, Any]) -> N
         assert alarm["AlarmActions"] == {
             "Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
         }, name
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric"), [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")]
+)
+def test_lambda_alarms_sum_every_function(
+    resources: dict[str, Any], functions: dict[str, Any], alarm: str, metric: str
+) -> None:
+    """A function added to the template and forgotten here would fail unseen."""
+    metrics = resources[alarm]["Properties"]["Metrics"]
+    (total,) = [m for m in metrics if m.get("ReturnData")]
+    stats = [m for m in metrics if "MetricStat" in m]
+    watched = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in stats}
+    assert watched == set(functions)
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in stats} == {metric}
+    summed = {part.strip() for part in total["Expression"].removeprefix("SUM([").removesuffix("])").split(",")}
+    assert summed == {m["Id"] for m in stats}
+
+
+def test_dashboard_searches_every_function(resources: dict[str, Any], functions: dict[str, Any]) -> None:
+    _, variables = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    searched = set(re.findall(r'FunctionName=\\"\$\{(\w+)\}\\"', variables["Functions"]["Fn::Sub"]))
+    assert searched == set(functions)
 
 
 def test_cost_anomaly_alarm_watches_the_hourly_spend_band(resources: dict[str, Any]) -> None:

@@ -1,10 +1,23 @@
-"""Queue helpers shared by the jobs tests."""
+"""Queue and settings helpers shared by the jobs tests."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from typing import Any
+
+import pytest
+
+from claudekit.settings import get_settings
+
+# The variable that sets how many records of one SQS event the worker runs at once (one place for its name).
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
+    """Set the functions' environment and make the next `get_settings()` read it."""
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:

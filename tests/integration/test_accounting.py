@@ -21,14 +21,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from claudekit import errors
-from claudekit.claude.client import (
-    MESSAGE_OVERHEAD_TOKENS,
-    ClaudeClient,
-    ClaudeRequest,
-    ClaudeResult,
-    Delta,
-    reset_client,
-)
+from claudekit.claude.client import ClaudeClient, reset_client
+from claudekit.claude.request import MESSAGE_OVERHEAD_TOKENS, ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
 from claudekit.errors import ConfigurationError
 from claudekit.settings import Settings

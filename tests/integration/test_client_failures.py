@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
+from claudekit.settings import Settings
 from local.aws import LocalAws
 from local.simulator import Fault, Simulator
 from tests.conftest import emf_records, metric_values
@@ -46,14 +48,27 @@ def test_success_reports_usage_cost_and_metrics(client: ClaudeClient, sim: Simul
     assert record["Retries"] == [0]
 
 
-def test_429_with_retry_after_is_honoured(client: ClaudeClient, sim: Simulator, capsys: Any) -> None:
-    sim.script(Fault.status(429, retry_after_ms=300))
+def recording_client(waits: list[float], **overrides: Any) -> ClaudeClient:
+    """A client whose retry waits are recorded (and still slept: the model's cooldown runs on real time)."""
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    return ClaudeClient(Settings(**overrides), sleep=sleep)
+
+
+@pytest.mark.usefixtures("settings_env")
+def test_429_with_retry_after_is_honoured(sim: Simulator, capsys: Any) -> None:
+    waits: list[float] = []
+    client = recording_client(waits)
+    sim.script(Fault.status(429, retry_after_ms=300, retry_after=9))
 
     result = client.complete(request(), Deadline.after(10))
 
     first, second = sim.message_requests()
     assert first.status == 429 and second.status == 200
-    assert second.time - first.time >= 0.3  # waited at least what the server asked
+    assert waits == [0.3]  # exactly what the server asked, retry-after-ms winning over retry-after
     assert result.attempts == 2
     assert metric_values(capsys.readouterr().out, "Retries") == [1]
 
@@ -193,15 +208,16 @@ def test_malformed_json_is_retried_then_reported(client: ClaudeClient, sim: Simu
         client.complete(request(), Deadline.after(10))
 
 
-def test_deadline_shorter_than_retry_after_gives_up_at_once(make_client: Any, sim: Simulator) -> None:
-    client = make_client(model_fallback="")
+@pytest.mark.usefixtures("settings_env")
+def test_deadline_shorter_than_retry_after_gives_up_at_once(sim: Simulator) -> None:
+    waits: list[float] = []
+    client = recording_client(waits, model_fallback="")
     sim.script(Fault.status(429, retry_after=30))
-    started = time.monotonic()
 
     with pytest.raises(errors.UpstreamUnavailable) as caught:
         client.complete(request(), Deadline.after(20))
 
-    assert time.monotonic() - started < 10  # it did not sleep toward the 30 s (nor the 20 s deadline)
+    assert waits == []  # it did not sleep toward the 30 s (nor the 20 s deadline)
     assert caught.value.retry_after == 30  # and tells the caller how long to wait
     assert attempts(sim) == 1
 

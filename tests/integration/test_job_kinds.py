@@ -22,10 +22,10 @@ from tests.integration import test_jobs_batches as batches
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs_batches import BATCHES_PATH, context, get_job, jobs_of, post_jobs, rest_event
 
-# The batch tests' fixtures: a fresh owner, a drained queue and consumer, an SQS event source.
-user, consumer, run_source = batches.user, batches.consumer, batches.run_source
+# The batch tests' fixtures: a fresh owner, a drained queue and worker, an SQS event source.
+user, worker, run_source = batches.user, batches.worker, batches.run_source
 
-pytestmark = pytest.mark.usefixtures("consumer")
+pytestmark = pytest.mark.usefixtures("worker")
 
 LABELS = ["billing", "bug", "feature request"]
 

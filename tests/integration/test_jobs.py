@@ -1,4 +1,4 @@
-"""Batch jobs end to end in-process: POST /jobs -> SQS (moto) -> batch consumer -> simulator -> GET.
+"""Batch jobs end to end in-process: POST /jobs -> SQS (moto) -> batch worker -> simulator -> GET.
 
 The HTTP functions are invoked with REST proxy events; the batch function through the local
 SQS event source (local.consumer), so receive counts, visibility timeouts and the DLQ are SQS's.
@@ -9,25 +9,38 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from claudekit.claude.client import get_client
-from claudekit.tasks import jobs
+from claudekit.settings import get_settings
+from claudekit.store.jobs import JobStore
 from claudekit.tasks.generate import GenerateOut
+from claudekit.tasks.jobs import queue
+from claudekit.tasks.jobs.models import JobMessage, JobsBody, digest
+from claudekit.tasks.jobs.submit import submit
+from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
-from tests.integration.queues import drain, wait_for
+from tests.integration.queues import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = "3f6c2a9e-8b1d-4e7a-9c55-2d0b6f1e4a87"
-FAST = jobs.JobOptions(retry_base_seconds=0, in_progress_retry_seconds=1, min_start_seconds=1, concurrency=8)
+# The worker's settings in these tests: retries at once, records start with a second left, 8 at a time.
+FAST = {
+    "JOB_RETRY_BASE_SECONDS": "0",
+    "JOB_IN_PROGRESS_RETRY_SECONDS": "1",
+    "JOB_MIN_START_SECONDS": "1",
+    "WORKER_RECORD_CONCURRENCY": "8",
+}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -83,7 +96,7 @@ def calls(sim: Simulator, text: str) -> int:
 
 
 def statuses(job_ids: list[str]) -> dict[str, str]:
-    store = jobs.JobStore(jobs.get_settings().table_name)
+    store = JobStore(get_settings().table_name)
     return {job_id: str((store.get(job_id) or {}).get("status")) for job_id in job_ids}
 
 
@@ -114,27 +127,27 @@ def receive(local_aws: LocalAws, count: int = 10, wait: int = 1) -> list[dict[st
 
 @pytest.fixture
 def jobs_env(settings_env: dict[str, str], local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    set_env(monkeypatch, {"POWERTOOLS_TRACE_DISABLED": "true", **FAST})
     sqs = local_aws.client("sqs")
     for logical in ("JobsQueue", "JobsDeadLetterQueue"):
         drain(sqs, local_aws.physical[logical])
-    jobs.reset_consumer()
+    reset_worker()
     yield
-    jobs.reset_consumer()
+    reset_worker()
 
 
 @pytest.fixture
-def consumer(jobs_env: None) -> jobs.JobConsumer:
-    return jobs.JobConsumer(options=FAST)
+def worker(jobs_env: None) -> JobWorker:
+    return JobWorker()
 
 
 @pytest.fixture
-def run_source(local_aws: LocalAws, consumer: jobs.JobConsumer) -> Iterator[Callable[..., SqsEventSource]]:
+def run_source(local_aws: LocalAws, worker: JobWorker) -> Iterator[Callable[..., SqsEventSource]]:
     started: list[SqsEventSource] = []
 
     def start(**kw: Any) -> SqsEventSource:
         source = SqsEventSource(
-            consumer.handle,
+            worker.handle,
             local_aws.physical["JobsQueue"],
             local_aws.arns["JobsQueue"],
             endpoint_url=local_aws.endpoint,
@@ -203,7 +216,7 @@ def test_poison_messages_reach_the_dlq_and_jobs_read_failed(
 
 
 def test_an_outage_on_the_last_receive_re_schedules_instead_of_failing(
-    sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     text = f"Reason about this. {uuid.uuid4()}"
     _, body = post_jobs([{"task": "reason", "input": text}])
@@ -212,7 +225,7 @@ def test_an_outage_on_the_last_receive_re_schedules_instead_of_failing(
     messages = receive(local_aws)
     messages[0]["Attributes"]["ApproximateReceiveCount"] = "3"  # JobsMaxReceiveCount
 
-    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+    response = worker.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
     # The original is deleted (no item failure) and a fresh copy waits: no receive was spent.
     assert response == {"batchItemFailures": []}
@@ -223,7 +236,7 @@ def test_an_outage_on_the_last_receive_re_schedules_instead_of_failing(
     resent = json.loads(again["Body"])
     assert resent["job_id"] == job_id and resent["attempts"] == 1 and resent["first_seen"] > 0
 
-    assert consumer.handle(build_event([again], local_aws.arns["JobsQueue"]), context()) == {"batchItemFailures": []}
+    assert worker.handle(build_event([again], local_aws.arns["JobsQueue"]), context()) == {"batchItemFailures": []}
     assert statuses([job_id])[job_id] == "succeeded" and successful_calls(sim, text) == 1
 
 
@@ -252,7 +265,7 @@ def test_a_message_delivered_twice_calls_upstream_once(
 
 
 def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
-    sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     user = f"user-{uuid.uuid4()}"
     text = f"Summarise once. {uuid.uuid4()}"
@@ -260,11 +273,11 @@ def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
     job_id = body["jobs"][0]["id"]
     messages = receive(local_aws)
     event = build_event(messages, local_aws.arns["JobsQueue"])
-    assert consumer.handle(event, context()) == {"batchItemFailures": []}
+    assert worker.handle(event, context()) == {"batchItemFailures": []}
     first = get_job(job_id, user)[1]["result"]
     charged = get_client().ledger.report(user)
     # Simulate a crash after the Claude call but before the result was written: the job reads running.
-    store = jobs.JobStore(jobs.get_settings().table_name)
+    store = JobStore(get_settings().table_name)
     store.client.update_item(
         TableName=store.table_name,
         Key={"id": {"S": f"job#{job_id}"}},
@@ -273,7 +286,7 @@ def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
         ExpressionAttributeValues={":r": {"S": "running"}},
     )
 
-    assert consumer.handle(event, context()) == {"batchItemFailures": []}
+    assert worker.handle(event, context()) == {"batchItemFailures": []}
 
     assert calls(sim, text) == 1
     _, job = get_job(job_id, user)
@@ -287,7 +300,7 @@ def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
 
 
 def test_one_bad_record_is_the_only_batch_item_failure(sim: Simulator, local_aws: LocalAws, jobs_env: None) -> None:
-    from functions.batch import app as batch_app
+    from functions.worker import app as worker_app
 
     texts = [f"Analyse {i}. {uuid.uuid4()}" for i in range(2)]
     _, body = post_jobs([{"task": "analyze", "input": t} for t in texts])
@@ -296,7 +309,7 @@ def test_one_bad_record_is_the_only_batch_item_failure(sim: Simulator, local_aws
     wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 3), timeout=10)
     bad = next(m["MessageId"] for m in messages if m["Body"] == '{"job_id": 1}')
 
-    response = batch_app.handler(build_event(messages, local_aws.arns["JobsQueue"]), context())
+    response = worker_app.handler(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
     assert response == {"batchItemFailures": [{"itemIdentifier": bad}]}
     assert set(statuses([j["id"] for j in body["jobs"]]).values()) == {"succeeded"}
@@ -310,14 +323,14 @@ def test_retry_after_sets_the_delay_of_the_re_scheduled_job(
     from claudekit.claude.client import reset_client
 
     reset_client()
-    consumer = jobs.JobConsumer(options=FAST)
+    worker = JobWorker()
     text = f"Generate later. {uuid.uuid4()}"
     _, body = post_jobs([{"task": "generate", "input": text}])
     job_id = body["jobs"][0]["id"]
     sim.script(Fault.status(529, retry_after=2, match=text))
     messages = receive(local_aws)
 
-    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+    response = worker.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
     assert response == {"batchItemFailures": []}
     assert statuses([job_id])[job_id] == "queued"
@@ -337,13 +350,13 @@ def test_a_long_retry_after_waits_in_the_queue_not_in_lambda(
     from claudekit.claude.client import reset_client
 
     reset_client()
-    consumer = jobs.JobConsumer(options=FAST)
+    worker = JobWorker()
     text = f"Generate much later. {uuid.uuid4()}"
     _, body = post_jobs([{"task": "generate", "input": text}])
     sim.script(Fault.status(429, retry_after=4, match=text))  # longer than a job sleeps in a call
     messages = receive(local_aws)
 
-    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+    response = worker.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
     assert response == {"batchItemFailures": []}
     assert len([r for r in sim.message_requests() if text in str(r.body)]) == 1  # not retried in the call
@@ -357,28 +370,31 @@ def test_a_long_retry_after_waits_in_the_queue_not_in_lambda(
 
 
 def test_records_not_started_near_the_deadline_go_back_untouched(
-    sim: Simulator, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     _, body = post_jobs([{"task": "summarize", "input": f"Late {i}. {uuid.uuid4()}"} for i in range(3)])
     messages: list[dict[str, Any]] = []
     wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 3), timeout=10)
 
-    response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context(timeout=0.5))
+    response = worker.handle(build_event(messages, local_aws.arns["JobsQueue"]), context(timeout=0.5))
 
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {m["MessageId"] for m in messages}
     assert sim.message_requests() == []
     assert set(statuses([j["id"] for j in body["jobs"]]).values()) == {"queued"}
 
 
-def test_records_of_a_batch_run_concurrently(sim: Simulator, local_aws: LocalAws, jobs_env: None) -> None:
-    consumer = jobs.JobConsumer(options=jobs.JobOptions(concurrency=10, min_start_seconds=1))
+def test_records_of_one_event_run_concurrently(
+    sim: Simulator, local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_env(monkeypatch, {"WORKER_RECORD_CONCURRENCY": "10"})
+    worker = JobWorker()
 
     def one_batch() -> tuple[dict[str, Any], float]:
         post_jobs([{"task": "summarize", "input": f"Parallel {i}. {uuid.uuid4()}"} for i in range(10)])
         messages: list[dict[str, Any]] = []
         wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == 10), timeout=10)
         started = time.monotonic()
-        response = consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+        response = worker.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
         return response, time.monotonic() - started
 
     one_batch()  # warm up: the pool's threads build their AWS clients once per container
@@ -398,7 +414,7 @@ def test_records_of_a_batch_run_concurrently(sim: Simulator, local_aws: LocalAws
 
 
 def job_items() -> set[str]:
-    store = jobs.JobStore(jobs.get_settings().table_name)
+    store = JobStore(get_settings().table_name)
     items = store.client.scan(TableName=store.table_name, ProjectionExpression="id").get("Items", [])
     return {i["id"]["S"] for i in items if i["id"]["S"].startswith("job#")}
 
@@ -431,12 +447,12 @@ def test_an_input_over_the_limit_is_413_and_nothing_is_recorded(
     local_aws: LocalAws, jobs_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MAX_INPUT_CHARS", "50")
-    jobs.get_settings.cache_clear()
+    get_settings.cache_clear()
     before = job_items()
     status, body = post_jobs([{"task": "summarize", "input": "short"}, {"task": "summarize", "input": "x" * 51}])
     assert status == 413 and body["error"]["code"] == "INPUT_TOO_LARGE"
     assert job_items() == before and queue_depth(local_aws, "JobsQueue") == 0
-    jobs.get_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 def test_another_users_job_is_indistinguishable_from_an_unknown_one(jobs_env: None) -> None:
@@ -461,22 +477,25 @@ def test_another_users_job_is_indistinguishable_from_an_unknown_one(jobs_env: No
 def test_the_job_record_holds_a_digest_not_the_input(jobs_env: None) -> None:
     text = f"Private text {uuid.uuid4()}"
     _, body = post_jobs([{"task": "summarize", "input": text}])
-    record = jobs.JobStore(jobs.get_settings().table_name).get(body["jobs"][0]["id"])
+    record = JobStore(get_settings().table_name).get(body["jobs"][0]["id"])
     assert record is not None
     assert text not in json.dumps(record, default=str)
-    assert record["input_sha256"] == jobs.digest(text) and record["owner"] == OWNER
+    assert record["input_sha256"] == digest(text) and record["owner"] == OWNER
 
 
 class _FlakySqs:
-    """SendMessageBatch that never accepts the entry carrying `refuse`."""
+    """SendMessageBatch that reports the entry carrying `refuse` as failed (SQS's fault) in its
+    first `rounds` calls that carry it (all of them by default)."""
 
-    def __init__(self, real: Any, refuse: str) -> None:
-        self.real, self.refuse = real, refuse
+    def __init__(self, real: Any, refuse: str, rounds: int = 1_000) -> None:
+        self.real, self.refuse, self.rounds = real, refuse, rounds
 
     def send_message_batch(self, **kwargs: Any) -> Any:
         entries = kwargs["Entries"]
-        keep = [e for e in entries if self.refuse not in e["MessageBody"]]
-        refused = [e for e in entries if self.refuse in e["MessageBody"]]
+        refusing = self.rounds > 0 and any(self.refuse in e["MessageBody"] for e in entries)
+        self.rounds -= refusing
+        keep = [e for e in entries if not refusing or self.refuse not in e["MessageBody"]]
+        refused = [e for e in entries if e not in keep]
         response = self.real.send_message_batch(QueueUrl=kwargs["QueueUrl"], Entries=keep) if keep else {}
         failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"} for e in refused]
         return {"Successful": response.get("Successful", []), "Failed": failed}
@@ -485,17 +504,73 @@ class _FlakySqs:
 def test_a_message_that_cannot_be_sent_leaves_a_failed_job_not_a_queued_one(
     local_aws: LocalAws, jobs_env: None
 ) -> None:
-    items = jobs.JobsBody.model_validate(
+    items = JobsBody.model_validate(
         {"items": [{"task": "summarize", "input": f"item {i} {'REFUSE' if i == 11 else ''}"} for i in range(15)]}
     )
-    submitted = jobs.submit(items, OWNER, sqs=_FlakySqs(local_aws.client("sqs"), "REFUSE"))
+    waits: list[float] = []
+    submitted = submit(items, OWNER, sqs=_FlakySqs(local_aws.client("sqs"), "REFUSE"), sleep=waits.append)
 
+    assert waits == [0.1, 0.2]  # three rounds for the refused entry, then it is given up
     by_status = [s.status for s in submitted]
     assert by_status.count("failed") == 1 and by_status[11] == "failed"
     assert statuses([s.job_id for s in submitted])[submitted[11].job_id] == "failed"
     assert queue_depth(local_aws, "JobsQueue") == 14
     _, job = get_job(submitted[11].job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "INTERNAL_ERROR"
+
+
+def test_an_entry_sqs_refused_is_sent_again_after_a_growing_wait(local_aws: LocalAws, jobs_env: None) -> None:
+    texts = [f"again {i} {uuid.uuid4()}" for i in range(3)]
+    items = JobsBody.model_validate({"items": [{"task": "summarize", "input": text} for text in texts]})
+    waits: list[float] = []
+
+    submitted = submit(items, OWNER, sqs=_FlakySqs(local_aws.client("sqs"), texts[1], rounds=2), sleep=waits.append)
+
+    assert waits == [0.1, 0.2]
+    assert [s.status for s in submitted] == ["queued"] * 3
+    sent = [json.loads(m["Body"])["job_id"] for m in receive(local_aws)]
+    assert sorted(sent) == sorted(s.job_id for s in submitted)  # each exactly once
+
+
+class _FailingSqs(BaseHTTPRequestHandler):
+    """An SQS endpoint that answers every call with a 500 (which botocore retries), counting them."""
+
+    calls = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        type(self).calls += 1
+        body = json.dumps({"__type": "InternalError", "message": "down"}).encode()
+        self.send_response(500)
+        self.send_header("content-type", "application/x-amz-json-1.0")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_sqs_calls_are_retried_by_botocore_alone(jobs_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's standard mode makes three attempts per call; nothing of ours retries on top."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingSqs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    queue.reset()
+    url = get_settings().jobs_queue_url
+    assert url
+    message = JobMessage(job_id=str(uuid.uuid4()), user=OWNER, task="summarize", input="x")
+    try:
+        sent = queue.send(queue.sqs(), url, message.to_json(), 0)
+        single = _FailingSqs.calls
+        unsent = queue.send_all(queue.sqs(), url, [message], sleep=lambda _: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+        queue.reset()
+
+    assert not sent and single == 3
+    assert unsent == {message.job_id} and _FailingSqs.calls == 6
 
 
 def test_jobs_run_under_the_plan_of_the_groups_they_were_posted_with(
@@ -520,7 +595,7 @@ def test_jobs_run_under_the_plan_of_the_groups_they_were_posted_with(
         messages = receive(local_aws)
         assert len(messages) == 3 and all(json.loads(m["Body"])["groups"] == ["free"] for m in messages)
 
-        jobs.JobConsumer(options=FAST).handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+        JobWorker().handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
         # POST /jobs took one of the plan's two requests this minute: one job runs, two wait.
         assert sorted(statuses(job_ids).values()) == ["queued", "queued", "succeeded"]

@@ -1,13 +1,14 @@
 """Jobs through the Message Batches API: POST /jobs {"mode": "batch"} -> one message batch at the
 simulator (real HTTP through the SDK) -> poll messages on JobsQueue (moto) -> results on the jobs.
 
-The HTTP functions get REST proxy events; poll messages are handed to the batch consumer either
+The HTTP functions get REST proxy events; poll messages are handed to the batch worker either
 through the local SQS event source or one event at a time, so re-enqueued polls are visible.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import threading
 import uuid
@@ -21,17 +22,19 @@ import pytest
 
 from claudekit import errors
 from claudekit.claude.client import get_client, reset_client
-from claudekit.store.jobs import _from_ddb
-from claudekit.tasks import jobs
+from claudekit.settings import get_settings
+from claudekit.store.jobs import JobStore, _from_ddb
+from claudekit.tasks.jobs import queue
+from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
 from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Simulator
-from tests.integration.queues import drain, wait_for
+from tests.integration.queues import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES_PATH = "/v1/messages/batches"
 # Polls come back at once in tests (deployed: BATCH_POLL_SECONDS, default 60).
-FAST = jobs.JobOptions(min_start_seconds=1, concurrency=4, batch_poll_seconds=0)
+FAST = {"JOB_MIN_START_SECONDS": "1", "WORKER_RECORD_CONCURRENCY": "4", "BATCH_POLL_SECONDS": "0"}
 # claude-haiku-5-5 (summarize's tier) per million tokens (prompts up to 100,000 tokens), as prices.json ships it.
 HAIKU_INPUT, HAIKU_OUTPUT = Decimal("0.1"), Decimal("0.5")
 
@@ -111,7 +114,7 @@ def one_poll(local_aws: LocalAws, user: str) -> dict[str, Any]:
 
 
 def jobs_of(user: str) -> list[dict[str, Any]]:
-    store = jobs.JobStore(jobs.get_settings().table_name)
+    store = JobStore(get_settings().table_name)
     items = store.client.scan(TableName=store.table_name).get("Items", [])
     records = [_from_ddb(i) for i in items if i["id"]["S"].startswith("job#")]
     return [r for r in records if r.get("owner") == user]
@@ -127,26 +130,23 @@ def user() -> str:
 
 
 @pytest.fixture
-def consumer(
-    settings_env: dict[str, str], local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[jobs.JobConsumer]:
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("BATCH_POLL_SECONDS", "0")
+def worker(settings_env: dict[str, str], local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobWorker]:
+    set_env(monkeypatch, {"POWERTOOLS_TRACE_DISABLED": "true", **FAST})
     sqs = local_aws.client("sqs")
     for logical in ("JobsQueue", "JobsDeadLetterQueue"):
         drain(sqs, local_aws.physical[logical])
-    jobs.reset_consumer()
-    yield jobs.JobConsumer(options=FAST)
-    jobs.reset_consumer()
+    reset_worker()
+    yield JobWorker()
+    reset_worker()
 
 
 @pytest.fixture
-def run_source(local_aws: LocalAws, consumer: jobs.JobConsumer) -> Iterator[Callable[[], SqsEventSource]]:
+def run_source(local_aws: LocalAws, worker: JobWorker) -> Iterator[Callable[[], SqsEventSource]]:
     started: list[SqsEventSource] = []
 
     def start() -> SqsEventSource:
         source = SqsEventSource(
-            consumer.handle,
+            worker.handle,
             local_aws.physical["JobsQueue"],
             local_aws.arns["JobsQueue"],
             endpoint_url=local_aws.endpoint,
@@ -212,8 +212,52 @@ def test_a_batch_of_jobs_succeeds_at_half_the_realtime_price(
     assert usage["remaining"]["budget_usd"] == pytest.approx(usage["limits"]["daily_budget_usd"] - usage["cost_usd"])
 
 
+class _RecordingSqs:
+    """The real (moto) client, recording what every SendMessage sent and with which delay."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.sent: list[tuple[int, str]] = []
+
+    def send_message(self, **kwargs: Any) -> Any:
+        self.sent.append((kwargs["DelaySeconds"], kwargs["MessageBody"]))
+        return self.real.send_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def received(body: str) -> dict[str, Any]:
+    """A message as ReceiveMessage would return it (this one is still delayed in the queue)."""
+    md5 = hashlib.md5(body.encode()).hexdigest()
+    return {"MessageId": str(uuid.uuid4()), "ReceiptHandle": "r", "Body": body, "MD5OfBody": md5}
+
+
+def test_batch_poll_seconds_in_the_environment_delays_every_poll(
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_env(monkeypatch, {"BATCH_POLL_SECONDS": "7"})
+    sqs = _RecordingSqs(local_aws.client("sqs"))
+    monkeypatch.setattr(queue, "sqs", lambda: sqs)
+    sim.configure(batch_delay=3600)
+
+    status, _ = post_jobs(user, [{"task": "summarize", "input": f"Slow {uuid.uuid4()}"}], mode="batch")
+
+    assert status == 202
+    ((delay, first),) = sqs.sent
+    assert delay == 7 and json.loads(first)["kind"] == "poll_batch"
+    assert polls_of(local_aws, user, wait=0) == []  # SQS holds it back for those seconds
+
+    # Still running at the first look: the next poll waits as long.
+    response = JobWorker().handle(build_event([received(first)], local_aws.arns["JobsQueue"]), context())
+
+    assert response == {"batchItemFailures": []}
+    assert [delay for delay, _ in sqs.sent] == [7, 7]
+    assert json.loads(sqs.sent[1][1])["polls"] == 1
+
+
 def test_polling_before_the_batch_ends_sends_the_poll_again(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     sim.configure(batch_delay=3600)
     status, body = post_jobs(
@@ -223,7 +267,7 @@ def test_polling_before_the_batch_ends_sends_the_poll_again(
     job_ids = [j["id"] for j in body["jobs"]]
     first = one_poll(local_aws, user)
 
-    response = consumer.handle(build_event([first], local_aws.arns["JobsQueue"]), context())
+    response = worker.handle(build_event([first], local_aws.arns["JobsQueue"]), context())
 
     assert response == {"batchItemFailures": []}  # this poll is deleted ...
     second = one_poll(local_aws, user)  # ... because a fresh one was sent
@@ -231,7 +275,7 @@ def test_polling_before_the_batch_ends_sends_the_poll_again(
     assert {get_job(user, j)["status"] for j in job_ids} == {"running"}
 
     sim.advance(3600)
-    response = consumer.handle(build_event([second], local_aws.arns["JobsQueue"]), context())
+    response = worker.handle(build_event([second], local_aws.arns["JobsQueue"]), context())
 
     assert response == {"batchItemFailures": []}
     assert {get_job(user, j)["status"] for j in job_ids} == {"succeeded"}
@@ -240,7 +284,7 @@ def test_polling_before_the_batch_ends_sends_the_poll_again(
 
 
 def test_an_errored_request_fails_only_its_job(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     marker = f"refuse-{uuid.uuid4()}"
     sim.script(Fault.status(400, match=marker))
@@ -252,7 +296,7 @@ def test_an_errored_request_fails_only_its_job(
     _, body = post_jobs(user, items, mode="batch")
     job_ids = [j["id"] for j in body["jobs"]]
 
-    consumer.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
+    worker.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
 
     views = [get_job(user, j) for j in job_ids]
     assert [v["status"] for v in views] == ["succeeded", "failed", "succeeded"]
@@ -264,7 +308,7 @@ def test_an_errored_request_fails_only_its_job(
 
 
 def test_a_batch_result_with_impossible_usage_fails_its_job_and_keeps_the_reservation(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     """Upstream says it answered (and billed) but its usage is impossible: that job fails with
     UPSTREAM_ERROR, its reservation stays charged for reconciliation, and the others succeed."""
@@ -278,7 +322,7 @@ def test_a_batch_result_with_impossible_usage_fails_its_job_and_keeps_the_reserv
     job_ids = [j["id"] for j in body["jobs"]]
     reserved = get_usage(user)["remaining"]["budget_usd"]
 
-    consumer.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
+    worker.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
 
     views = [get_job(user, j) for j in job_ids]
     assert [v["status"] for v in views] == ["succeeded", "failed"]
@@ -291,7 +335,7 @@ def test_a_batch_result_with_impossible_usage_fails_its_job_and_keeps_the_reserv
 
 
 def test_a_poll_delivered_twice_charges_once(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, body = post_jobs(
         user, [{"task": "summarize", "input": f"Once {i} {uuid.uuid4()}"} for i in range(4)], mode="batch"
@@ -299,20 +343,20 @@ def test_a_poll_delivered_twice_charges_once(
     job_ids = [j["id"] for j in body["jobs"]]
     event = build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"])
 
-    responses = [consumer.handle(event, context())]
+    responses = [worker.handle(event, context())]
     # A concurrent delivery read the jobs while they were still running: only the conditional
     # transition stands between it and a second charge. (Moto does not make concurrent
     # conditional writes atomic, as DynamoDB does, so the race is staged rather than run.)
-    real_get = consumer.store.get
+    real_get = worker.store.get
 
     def stale_get(job_id: str) -> dict[str, Any] | None:
         record = real_get(job_id)
         return None if record is None else {**record, "status": "running"}
 
-    monkeypatch.setattr(consumer.store, "get", stale_get)
-    responses.append(consumer.handle(event, context()))
-    monkeypatch.setattr(consumer.store, "get", real_get)
-    responses.append(consumer.handle(event, context()))  # and a late, ordinary redelivery
+    monkeypatch.setattr(worker.store, "get", stale_get)
+    responses.append(worker.handle(event, context()))
+    monkeypatch.setattr(worker.store, "get", real_get)
+    responses.append(worker.handle(event, context()))  # and a late, ordinary redelivery
 
     assert responses == [{"batchItemFailures": []}] * 3
     results = [get_job(user, j)["result"] for j in job_ids]
@@ -322,14 +366,14 @@ def test_a_poll_delivered_twice_charges_once(
     assert usage["remaining"]["budget_usd"] == pytest.approx(usage["limits"]["daily_budget_usd"] - usage["cost_usd"])
     assert batch_creates(sim) == 1
     # The guard that makes it so: a finished job's transition is lost by every later writer.
-    store = jobs.JobStore(jobs.get_settings().table_name)
+    store = JobStore(get_settings().table_name)
     batch_id = json.loads(event["Records"][0]["body"])["batch_id"]
     assert not store.finish_batch_job(job_ids[0], batch_id, error={"code": "INTERNAL_ERROR", "message": "late"})
     assert get_job(user, job_ids[0])["result"] == results[0]
 
 
 def test_a_failed_batch_create_fails_every_job_and_charges_nothing(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     sim.script(Fault.status(529))
 
@@ -348,7 +392,7 @@ def test_a_failed_batch_create_fails_every_job_and_charges_nothing(
 
 
 def test_a_batch_create_answered_with_something_else_fails_every_job(
-    user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
+    user: str, local_aws: LocalAws, worker: JobWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An upstream that answers the create with a Message (valid JSON, wrong object) must not leave
     the jobs 'running' on an id no batch has: they fail at once and nothing stays charged."""
@@ -388,7 +432,7 @@ def test_a_batch_create_answered_with_something_else_fails_every_job(
 
 
 def test_a_batch_over_the_budget_is_refused_before_anything_happens(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, monkeypatch: pytest.MonkeyPatch
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAILY_BUDGET_USD", "0.01")
     from claudekit.claude.client import reset_client
@@ -405,7 +449,7 @@ def test_a_batch_over_the_budget_is_refused_before_anything_happens(
 
 
 @pytest.mark.parametrize("mode", ["later", "BATCH", 1, None])
-def test_unknown_modes_are_rejected(sim: Simulator, user: str, consumer: jobs.JobConsumer, mode: Any) -> None:
+def test_unknown_modes_are_rejected(sim: Simulator, user: str, worker: JobWorker, mode: Any) -> None:
     status, body = post_jobs(user, [{"task": "summarize", "input": "x"}], mode=mode)
 
     assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
@@ -413,7 +457,7 @@ def test_unknown_modes_are_rejected(sim: Simulator, user: str, consumer: jobs.Jo
 
 
 def test_a_canceled_batch_fails_its_jobs_and_gives_the_budget_back(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     sim.configure(batch_delay=3600)
     _, body = post_jobs(user, [{"task": "analyze", "input": f"Later {i}"} for i in range(2)], mode="batch")
@@ -421,7 +465,7 @@ def test_a_canceled_batch_fails_its_jobs_and_gives_the_budget_back(
     poll = one_poll(local_aws, user)
     sim.batches.cancel(json.loads(poll["Body"])["batch_id"])  # e.g. an operator canceled it in the console
 
-    assert consumer.handle(build_event([poll], local_aws.arns["JobsQueue"]), context()) == {"batchItemFailures": []}
+    assert worker.handle(build_event([poll], local_aws.arns["JobsQueue"]), context()) == {"batchItemFailures": []}
 
     views = [get_job(user, j) for j in job_ids]
     assert {v["status"] for v in views} == {"failed"}
@@ -441,14 +485,14 @@ def test_a_canceled_batch_fails_its_jobs_and_gives_the_budget_back(
     ids=["429-spend-limit", "402"],
 )
 def test_a_spend_limit_in_a_batch_result_is_a_spend_limit_as_in_realtime(
-    sim: Simulator, user: str, local_aws: LocalAws, consumer: jobs.JobConsumer, fault: dict[str, Any]
+    sim: Simulator, user: str, local_aws: LocalAws, worker: JobWorker, fault: dict[str, Any]
 ) -> None:
     marker = f"spent-{uuid.uuid4()}"
     sim.script(Fault.status(fault["status"], error_code=fault.get("error_code"), match=marker))
     _, body = post_jobs(user, [{"task": "summarize", "input": f"Over the limit {marker}"}], mode="batch")
     (job_id,) = [j["id"] for j in body["jobs"]]
 
-    consumer.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
+    worker.handle(build_event([one_poll(local_aws, user)], local_aws.arns["JobsQueue"]), context())
 
     view = get_job(user, job_id)
     expected = errors.SpendLimitReached()

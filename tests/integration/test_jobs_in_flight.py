@@ -14,17 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from claudekit.claude.client import get_client, reset_client
-from claudekit.tasks import jobs
+from claudekit.settings import get_settings
+from claudekit.store.jobs import JobStore
 from local.aws import LocalAws
 from local.consumer import SqsEventSource
 from local.simulator import Fault, Simulator
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures used by name)
-    consumer,
     jobs_env,
     post_jobs,
     run_source,
     statuses,
+    worker,
 )
 
 CAP = 3
@@ -39,7 +40,7 @@ def capped(jobs_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  
 
 
 def in_flight(user: str) -> int:
-    return jobs.JobStore(jobs.get_settings().table_name).in_flight(user)
+    return JobStore(get_settings().table_name).in_flight(user)
 
 
 def items(count: int, task: str = "summarize") -> list[dict[str, str]]:
@@ -123,7 +124,7 @@ def test_a_redriven_failed_job_counts_again_until_it_ends(capped: None) -> None:
     user = f"redrive-{uuid.uuid4()}"
     _, body = post_jobs(items(1), user=user)
     job_id = body["jobs"][0]["id"]
-    store = jobs.JobStore(jobs.get_settings().table_name)
+    store = JobStore(get_settings().table_name)
     error = {"code": "UPSTREAM_ERROR", "message": "x"}
 
     assert store.to_failed(job_id, error, message_id="m1") and in_flight(user) == 0

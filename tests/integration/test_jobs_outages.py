@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from claudekit.claude.client import reset_client
-from claudekit.tasks import jobs
+from claudekit.settings import get_settings
+from claudekit.store.jobs import JobStore
+from claudekit.tasks.jobs.worker import JobWorker
 from local.aws import LocalAws
 from local.consumer import SqsEventSource, build_event
 from local.simulator import Fault, Simulator
-from tests.integration.queues import wait_for
+from tests.integration.queues import set_env, wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
     context,
     get_job,
@@ -29,9 +31,13 @@ from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
 
 # Short waits so an outage of a few seconds spans many of them; the queue's own visibility timeout
 # is never what brings a job back.
-WAITS = jobs.JobOptions(
-    retry_base_seconds=0.25, retry_max_seconds=1, in_progress_retry_seconds=1, min_start_seconds=1, concurrency=4
-)
+WAITS = {
+    "JOB_RETRY_BASE_SECONDS": "0.25",
+    "JOB_RETRY_MAX_SECONDS": "1",
+    "JOB_IN_PROGRESS_RETRY_SECONDS": "1",
+    "JOB_MIN_START_SECONDS": "1",
+    "WORKER_RECORD_CONCURRENCY": "4",
+}
 
 
 def dead_jobs(local_aws: LocalAws) -> set[str]:
@@ -52,20 +58,19 @@ def dead_jobs(local_aws: LocalAws) -> set[str]:
 @pytest.fixture
 def outage_env(jobs_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  # noqa: F811
     # A breaker that trips and half-opens quickly, so the outage also opens the circuit.
-    monkeypatch.setenv("BREAKER_FAILURE_THRESHOLD", "5")
-    monkeypatch.setenv("BREAKER_RECOVERY_SECONDS", "1")
+    set_env(monkeypatch, {"BREAKER_FAILURE_THRESHOLD": "5", "BREAKER_RECOVERY_SECONDS": "1", **WAITS})
     reset_client()
     yield
     reset_client()
 
 
 @pytest.fixture
-def source(local_aws: LocalAws, outage_env: None) -> Iterator[Callable[[jobs.JobConsumer], SqsEventSource]]:
+def source(local_aws: LocalAws, outage_env: None) -> Iterator[Callable[[JobWorker], SqsEventSource]]:
     started: list[SqsEventSource] = []
 
-    def start(consumer: jobs.JobConsumer) -> SqsEventSource:
+    def start(worker: JobWorker) -> SqsEventSource:
         source = SqsEventSource(
-            consumer.handle,
+            worker.handle,
             local_aws.physical["JobsQueue"],
             local_aws.arns["JobsQueue"],
             endpoint_url=local_aws.endpoint,
@@ -82,7 +87,7 @@ def source(local_aws: LocalAws, outage_env: None) -> Iterator[Callable[[jobs.Job
 
 
 def test_jobs_outlive_an_outage_longer_than_their_receives_and_succeed_once(
-    sim: Simulator, local_aws: LocalAws, source: Callable[[jobs.JobConsumer], SqsEventSource]
+    sim: Simulator, local_aws: LocalAws, source: Callable[[JobWorker], SqsEventSource]
 ) -> None:
     sim.configure(fail_rate=1.0, fail_status=529)  # upstream down: every call overloaded
     texts = [f"Summarise during the outage {i}: {uuid.uuid4()}" for i in range(10)]
@@ -90,7 +95,7 @@ def test_jobs_outlive_an_outage_longer_than_their_receives_and_succeed_once(
     assert status == 202
     job_ids = [j["id"] for j in body["jobs"]]
 
-    source(jobs.JobConsumer(options=WAITS))
+    source(JobWorker())
     # Down for longer than three of the waits (and than the queue's 3 receives would have allowed).
     time.sleep(5)
     assert set(statuses(job_ids).values()) <= {"queued", "running"}
@@ -108,16 +113,17 @@ def test_jobs_outlive_an_outage_longer_than_their_receives_and_succeed_once(
 def test_a_job_past_its_maximum_age_fails_with_the_reason(
     sim: Simulator, local_aws: LocalAws, outage_env: None
 ) -> None:
-    consumer = jobs.JobConsumer(options=WAITS)
+    worker = JobWorker()
     text = f"Generate something old. {uuid.uuid4()}"
     _, body = post_jobs([{"task": "generate", "input": text}])
     job_id = body["jobs"][0]["id"]
     sim.script(*[Fault.status(529, match=text)] * 6)
     (message,) = receive(local_aws)
-    aged = json.loads(message["Body"]) | {"attempts": 40, "first_seen": int(time.time() - WAITS.max_age_seconds - 1)}
+    max_age = get_settings().job_max_age_seconds
+    aged = json.loads(message["Body"]) | {"attempts": 40, "first_seen": int(time.time() - max_age - 1)}
     message["Body"] = json.dumps(aged)
 
-    consumer.handle(build_event([message], local_aws.arns["JobsQueue"]), context())
+    worker.handle(build_event([message], local_aws.arns["JobsQueue"]), context())
 
     _, job = get_job(job_id)
     assert job["status"] == "failed"
@@ -125,14 +131,14 @@ def test_a_job_past_its_maximum_age_fails_with_the_reason(
 
 
 def test_a_permanent_error_fails_the_job_at_once(sim: Simulator, local_aws: LocalAws, outage_env: None) -> None:
-    consumer = jobs.JobConsumer(options=WAITS)
+    worker = JobWorker()
     text = f"Extract from this. {uuid.uuid4()}"
     _, body = post_jobs([{"task": "extract", "input": text}])
     job_id = body["jobs"][0]["id"]
     sim.script(Fault.status(400, match=text))
     messages = receive(local_aws)
 
-    consumer.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
+    worker.handle(build_event(messages, local_aws.arns["JobsQueue"]), context())
 
     _, job = get_job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "UPSTREAM_ERROR"
@@ -151,13 +157,13 @@ def test_an_internal_error_never_shows_or_stores_our_identifiers(
     from aws_lambda_powertools.utilities import parameters
 
     parameters.clear_caches()
-    consumer = jobs.JobConsumer(options=WAITS)
+    worker = JobWorker()
 
-    consumer.handle(build_event(receive(local_aws), local_aws.arns["JobsQueue"]), context())
+    worker.handle(build_event(receive(local_aws), local_aws.arns["JobsQueue"]), context())
 
     _, job = get_job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "INTERNAL_ERROR"
-    record = jobs.JobStore(jobs.get_settings().table_name).get(job_id)
+    record = JobStore(get_settings().table_name).get(job_id)
     stored = json.dumps(job) + json.dumps(record, default=str)
     assert "123456789012" not in stored and "claude-key-gone" not in stored and "arn:" not in stored
     assert sim.message_requests() == []

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.claude.client import ClaudeClient, ClaudeRequest
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from local.simulator import Simulator
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, get_client, reset_client
+from claudekit.claude.client import ClaudeClient, get_client, reset_client
 from claudekit.claude.pricing import Usage
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.store import ledger
 from claudekit.telemetry import hash_user

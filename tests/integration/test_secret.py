@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from claudekit import errors
-from claudekit.claude.client import ClaudeRequest
+from claudekit.claude.request import ClaudeRequest
 from claudekit.claude.secret import get_api_key
 from claudekit.deadline import Deadline
 from local.aws import LocalAws

@@ -21,7 +21,8 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 
 from claudekit import errors
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, reset_client
+from claudekit.claude.client import ClaudeClient, reset_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from local.aws import LocalAws
 from local.shim import ROOT, LambdaContext, load_module

@@ -15,7 +15,7 @@ from claudekit.http.rest import check_body, with_standard_headers
 from claudekit.tasks.classify import ClassifyBody
 from claudekit.tasks.generate import GenerateBody
 from claudekit.tasks.ideas import IdeasBody
-from claudekit.tasks.jobs import JobMessage, JobsBody
+from claudekit.tasks.jobs.models import JobMessage, JobsBody
 
 NOT_TEXT = ["\udfff", "a\ud800b", "\x00", "x\x01", "\x0b", "\x0c", "\x1b[31m", "\x7f", "\x85", "\x9f"]
 BLANK = ["", " ", "\n\t\r\n", "\u3000", "\u2003\u00a0", "\u200b", "\ufeff", "\u200d\u2060 \u200b"]

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from claudekit.claude.client import ClaudeResult
 from claudekit.claude.pricing import Usage
+from claudekit.claude.request import ClaudeResult
 from claudekit.errors import StructuredOutputError
 from claudekit.tasks.jobs import kinds
 

@@ -9,32 +9,33 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from claudekit.tasks import jobs
-from claudekit.tasks.jobs.submit import _chunks
+from claudekit.store.jobs import public_view
+from claudekit.tasks.jobs.models import MAX_SQS_PAYLOAD_BYTES, JobMessage, JobsBody
+from claudekit.tasks.jobs.queue import chunks
 from local.consumer import build_event, failed_ids
 
 
-def message(size: int = 10) -> jobs.JobMessage:
-    return jobs.JobMessage(job_id="0b9d7c1e-5f3a-4c2b-8e6d-9a1f2b3c4d5e", user="u", task="summarize", input="x" * size)
+def message(size: int = 10) -> JobMessage:
+    return JobMessage(job_id="0b9d7c1e-5f3a-4c2b-8e6d-9a1f2b3c4d5e", user="u", task="summarize", input="x" * size)
 
 
 def test_body_accepts_text_tasks_and_rejects_the_rest() -> None:
-    body = jobs.JobsBody.model_validate({"items": [{"task": "reason", "input": "why?"}]})
+    body = JobsBody.model_validate({"items": [{"task": "reason", "input": "why?"}]})
     assert body.items[0].task == "reason"
     for bad in ({"task": "classify", "input": "x"}, {"task": "generate", "input": " "}, {"task": "generate"}):
         with pytest.raises(ValidationError):
-            jobs.JobsBody.model_validate({"items": [bad]})
+            JobsBody.model_validate({"items": [bad]})
     with pytest.raises(ValidationError):
-        jobs.JobsBody.model_validate({"items": [], "extra": 1})
+        JobsBody.model_validate({"items": [], "extra": 1})
 
 
 def test_chunks_respect_ten_entries_and_the_payload_limit() -> None:
     small = [message() for _ in range(25)]
-    assert [len(c) for c in _chunks(small)] == [10, 10, 5]
+    assert [len(c) for c in chunks(small)] == [10, 10, 5]
     big = [message(100_000) for _ in range(5)]
-    chunks = list(_chunks(big))
-    assert all(sum(len(m.to_json().encode()) for m in c) <= jobs.MAX_SQS_PAYLOAD_BYTES for c in chunks)
-    assert sum(len(c) for c in chunks) == 5
+    split = list(chunks(big))
+    assert all(sum(len(m.to_json().encode()) for m in c) <= MAX_SQS_PAYLOAD_BYTES for c in split)
+    assert sum(len(c) for c in split) == 5
 
 
 def test_public_view_shows_result_or_error_never_internals() -> None:
@@ -47,7 +48,7 @@ def test_public_view_shows_result_or_error_never_internals() -> None:
         "error": {"code": "UPSTREAM_ERROR", "message": "no"},
         "failed_message_id": "m",
     }
-    view = jobs.public_view(record)
+    view = public_view(record)
     assert view["error"] == {"code": "UPSTREAM_ERROR", "message": "no"}
     assert not {"owner", "input_sha256", "failed_message_id", "result"} & view.keys()
 

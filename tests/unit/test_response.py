@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anthropic.types import Message
 
-from claudekit.claude.client import _result_of
+from claudekit.claude.request import result_of
 
 
 def message(content: list[dict[str, object]], stop_reason: str = "end_turn") -> Message:
@@ -23,7 +23,7 @@ def message(content: list[dict[str, object]], stop_reason: str = "end_turn") -> 
 
 
 def test_text_is_joined_from_every_text_block_and_other_blocks_are_skipped() -> None:
-    result = _result_of(
+    result = result_of(
         message(
             [
                 {"type": "thinking", "thinking": "hidden", "signature": "s"},
@@ -39,9 +39,9 @@ def test_text_is_joined_from_every_text_block_and_other_blocks_are_skipped() -> 
 
 
 def test_no_text_blocks_is_empty_text_not_an_index_error() -> None:
-    assert _result_of(message([]), "m").text == ""
+    assert result_of(message([]), "m").text == ""
 
 
 def test_max_tokens_is_reported_as_truncated() -> None:
-    assert _result_of(message([{"type": "text", "text": "cut"}], "max_tokens"), "m").truncated
-    assert not _result_of(message([{"type": "text", "text": "done"}]), "m").truncated
+    assert result_of(message([{"type": "text", "text": "cut"}], "max_tokens"), "m").truncated
+    assert not result_of(message([{"type": "text", "text": "done"}]), "m").truncated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
 
 import anthropic
 import httpx2
@@ -11,7 +12,8 @@ import pytest
 from anthropic._error_classes import make_status_error
 
 from claudekit import errors
-from claudekit.claude.retry import backoff, call_with_retry, classify, parse_retry_after
+from claudekit.claude import retry
+from claudekit.claude.retry import backoff, call_with_retry, parse_retry_after, to_claude_error
 from claudekit.deadline import Deadline
 
 
@@ -55,8 +57,8 @@ def status_error(
         (200, "api_error", errors.UpstreamServerError, True),
     ],
 )
-def test_classify_status_errors(status: int, kind: str, expected: type, retryable: bool) -> None:
-    mapped = classify(status_error(status, kind))
+def test_status_errors_map_to_ours(status: int, kind: str, expected: type, retryable: bool) -> None:
+    mapped = to_claude_error(status_error(status, kind))
     assert type(mapped) is expected
     assert mapped.retryable is retryable
 
@@ -71,32 +73,32 @@ def test_classify_status_errors(status: int, kind: str, expected: type, retryabl
     ],
 )
 def test_spend_limits_are_final_whatever_their_status(status: int, kind: str, code: str | None) -> None:
-    mapped = classify(status_error(status, kind, error_code=code, headers={"x-should-retry": "true"}))
+    mapped = to_claude_error(status_error(status, kind, error_code=code, headers={"x-should-retry": "true"}))
     assert isinstance(mapped, errors.SpendLimitReached)
     assert not mapped.retryable and mapped.retry_after is not None
     assert not isinstance(mapped, errors.BREAKER_FAILURES)
 
 
 def test_x_should_retry_header_wins_over_the_status() -> None:
-    assert not classify(status_error(529, "overloaded_error", headers={"x-should-retry": "false"})).retryable
-    assert classify(status_error(400, "invalid_request_error", headers={"x-should-retry": "true"})).retryable
+    assert not to_claude_error(status_error(529, "overloaded_error", headers={"x-should-retry": "false"})).retryable
+    assert to_claude_error(status_error(400, "invalid_request_error", headers={"x-should-retry": "true"})).retryable
 
 
 def test_what_the_breaker_counts() -> None:
     counted = [(500, "api_error"), (529, "overloaded_error"), (503, "api_error"), (504, "timeout_error")]
     for status, kind in counted:
-        assert isinstance(classify(status_error(status, kind)), errors.BREAKER_FAILURES), status
+        assert isinstance(to_claude_error(status_error(status, kind)), errors.BREAKER_FAILURES), status
     for status, kind in [(429, "rate_limit_error"), (400, "invalid_request_error"), (404, "not_found_error")]:
-        assert not isinstance(classify(status_error(status, kind)), errors.BREAKER_FAILURES), status
+        assert not isinstance(to_claude_error(status_error(status, kind)), errors.BREAKER_FAILURES), status
     request = httpx2.Request("POST", "http://sim/v1/messages")
-    assert isinstance(classify(anthropic.APIConnectionError(request=request)), errors.BREAKER_FAILURES)
+    assert isinstance(to_claude_error(anthropic.APIConnectionError(request=request)), errors.BREAKER_FAILURES)
 
 
 def test_unencodable_text_is_input_not_upstream() -> None:
     try:
         "\udfff".encode()
     except UnicodeEncodeError as exc:
-        mapped = classify(exc)
+        mapped = to_claude_error(exc)
     assert isinstance(mapped, errors.InvalidRequest) and not mapped.retryable
     assert not isinstance(mapped, errors.BREAKER_FAILURES)
 
@@ -132,14 +134,14 @@ def test_an_attempt_that_may_be_retried_leaves_room_for_the_retry() -> None:
 
 def test_transport_errors() -> None:
     request = httpx2.Request("POST", "http://sim/v1/messages")
-    assert isinstance(classify(anthropic.APITimeoutError(request=request)), errors.UpstreamTimeout)
-    assert isinstance(classify(anthropic.APIConnectionError(request=request)), errors.UpstreamUnavailable)
-    assert isinstance(classify(httpx2.RemoteProtocolError("cut")), errors.UpstreamServerError)
+    assert isinstance(to_claude_error(anthropic.APITimeoutError(request=request)), errors.UpstreamTimeout)
+    assert isinstance(to_claude_error(anthropic.APIConnectionError(request=request)), errors.UpstreamUnavailable)
+    assert isinstance(to_claude_error(httpx2.RemoteProtocolError("cut")), errors.UpstreamServerError)
 
 
 def test_bugs_are_not_swallowed() -> None:
     with pytest.raises(KeyError):
-        classify(KeyError("a bug"))
+        to_claude_error(KeyError("a bug"))
 
 
 def test_retry_after_headers() -> None:
@@ -184,12 +186,14 @@ def test_never_sleeps_past_the_deadline() -> None:
         calls += 1
         raise status_error(529, "overloaded_error", headers={"retry-after": "20"})
 
-    started = time.monotonic()
+    waits: list[float] = []
     with pytest.raises(errors.UpstreamUnavailable) as caught:
-        call_with_retry(overloaded, deadline=Deadline.after(5), max_attempts=5, base_delay=0, max_delay=0)
+        call_with_retry(
+            overloaded, deadline=Deadline.after(5), max_attempts=5, base_delay=0, max_delay=0, sleep=waits.append
+        )
     assert calls == 1
     assert caught.value.retry_after == 20
-    assert time.monotonic() - started < 4  # sleeping the 20 s would have run past the 5 s deadline
+    assert waits == []  # sleeping the 20 s would have run past the 5 s deadline
 
 
 def test_long_waits_are_handed_back_when_capped() -> None:
@@ -200,7 +204,62 @@ def test_long_waits_are_handed_back_when_capped() -> None:
         calls += 1
         raise status_error(429, "rate_limit_error", headers={"retry-after": "5"})
 
+    waits: list[float] = []
     with pytest.raises(errors.UpstreamUnavailable) as caught:
-        call_with_retry(limited, deadline=Deadline.after(60), max_attempts=3, base_delay=0, max_delay=0, max_wait=2)
-    assert calls == 1
+        call_with_retry(
+            limited,
+            deadline=Deadline.after(60),
+            max_attempts=3,
+            base_delay=0,
+            max_delay=0,
+            max_wait=2,
+            sleep=waits.append,
+        )
+    assert calls == 1 and waits == []
     assert caught.value.retry_after == 5
+
+
+def failing_then_ok(*failures: Exception) -> Callable[[float], str]:
+    pending = list(failures)
+
+    def fn(timeout: float) -> str:
+        if pending:
+            raise pending.pop(0)
+        return "ok"
+
+    return fn
+
+
+def test_the_wait_is_what_the_server_asked_for() -> None:
+    waits: list[float] = []
+    fn = failing_then_ok(
+        status_error(429, "rate_limit_error", headers={"retry-after-ms": "250", "retry-after": "9"}),
+        status_error(529, "overloaded_error", headers={"retry-after": "2"}),
+    )
+    assert call_with_retry(
+        fn, deadline=Deadline.after(30), max_attempts=3, base_delay=1, max_delay=8, sleep=waits.append
+    )
+    assert waits == [0.25, 2.0]  # retry-after-ms wins over retry-after; nothing else is slept
+
+
+def test_without_a_hint_the_waits_double_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry.random, "uniform", lambda low, high: high)  # the top of each jitter range
+    waits: list[float] = []
+    fn = failing_then_ok(*[status_error(500, "api_error")] * 5)
+    call_with_retry(fn, deadline=Deadline.after(60), max_attempts=6, base_delay=0.5, max_delay=3, sleep=waits.append)
+    assert waits == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_each_retry_is_reported_with_its_wait() -> None:
+    seen: list[tuple[str, float]] = []
+    fn = failing_then_ok(status_error(429, "rate_limit_error", headers={"retry-after": "1.5"}))
+    call_with_retry(
+        fn,
+        deadline=Deadline.after(30),
+        max_attempts=2,
+        base_delay=0,
+        max_delay=0,
+        on_retry=lambda exc, wait: seen.append((exc.code, wait)),
+        sleep=lambda seconds: None,
+    )
+    assert seen == [("UPSTREAM_UNAVAILABLE", 1.5)]

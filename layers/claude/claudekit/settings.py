@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     retry_max_delay_seconds: float = Field(8.0, ge=0)
     deadline_margin_seconds: float = Field(1.0, ge=0)
     # The caller's budget for one request, counted from when API Gateway received it: the
-    # template sets it from the same parameter as the function's Timeout (FunctionTimeout, at most
+    # template sets it from the same parameter as the function's Timeout (RequestBudgetSeconds, at most
     # API Gateway's 29 s for buffered routes; the stream function's own timeout for /stream).
     request_budget_seconds: float = Field(29.0, gt=0, le=900)
     # The same for POST /stream: its integration timeout (TimeoutInMillis) and function Timeout.
@@ -97,31 +97,34 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(7, ge=1, le=400)
     # Jobs one user may have queued or running at once (the queue is shared: nobody fills it alone).
     max_jobs_in_flight: int = Field(1000, ge=1)
-    # The browser origin allowed to call the API (CorsAllowOrigin); empty: no CORS headers.
-    cors_allow_origin: str = ""
+    # The browser origin allowed to call the API (CorsAllowOrigin; by default the local playground);
+    # empty: no CORS headers.
+    cors_allow_origin: str = "http://127.0.0.1:3000"
 
     # Resources
     table_name: str = Field(min_length=1, description="DynamoDB table for usage, jobs, breaker, idempotency")
     jobs_queue_url: str | None = None
-    batch_max_concurrency: int = Field(4, ge=1, le=32)
+
+    # The worker (the SQS consumer of JobsQueue).
+    # Records of one SQS batch processed concurrently inside one invocation.
+    worker_record_concurrency: int = Field(4, ge=1, le=32)
     # A queued job waits out upstream outages this long before it is failed with the reason.
     job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
-    # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900).
-    batch_poll_seconds: int = Field(60, ge=0, le=900)
-    # A transient failure re-schedules a job after the larger of its retry-after and
-    # base * 2**(n-1) for the n-th re-schedule, at most the max (SQS DelaySeconds allows 900).
-    job_retry_base_seconds: float = Field(10.0, ge=0)
+    # Delay after a transient failure: the larger of its retry-after and base * 2**(n-1) for the
+    # n-th re-schedule, at most the max (SQS DelaySeconds allows 900).
+    job_retry_base_seconds: float = Field(10.0, ge=0, le=900)
     job_retry_max_seconds: float = Field(900.0, ge=0, le=900)
-    # An in-progress duplicate of a job is looked at again after this long.
+    # In-progress duplicates are looked at again after this long.
     job_in_progress_retry_seconds: float = Field(30.0, ge=0, le=900)
     # A record does not start with less invocation time left than this; it goes back untouched.
     job_min_start_seconds: float = Field(20.0, ge=0)
-    # Re-sends of a message that could not start (rate limit window full, last receive unstarted).
+    # Re-sends of a message that could not start (rate-limit window full, last receive unstarted).
     job_max_deferrals: int = Field(60, ge=0)
     # Job records (and their results) and idempotency records live this long.
     job_ttl_seconds: int = Field(7 * 86_400, ge=60)
-    # Stop trying to read a Message Batches batch that keeps failing after this long (a batch ends
-    # within 24 h; its results are kept 29 days).
+    # Delay between polls of a Message Batches job list (SQS DelaySeconds: 0-900), and when to stop
+    # reading a batch that keeps failing (a batch ends within 24 h; its results are kept 29 days).
+    batch_poll_seconds: int = Field(60, ge=0, le=900)
     batch_max_age_seconds: int = Field(3 * 86_400, ge=3600)
 
     # Conversations: history kept this long after the last turn (DynamoDB TTL), and at most this many
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
 
     # Price overrides: JSON object of whole rows {model_id: {min_cache_tokens, batch_factor, periods}},
     # the shape of claudekit/claude/prices.json (docs/operations.md); validated when the client is built.
-    pricing_json: str | None = None
+    pricing_json: str = ""
 
     @field_validator("task_tiers", mode="before")
     @classmethod

@@ -111,7 +111,7 @@ def _status_error(exc: anthropic.APIStatusError) -> ClaudeError:
     return UpstreamRejected()
 
 
-def classify(exc: BaseException) -> ClaudeError:
+def to_claude_error(exc: BaseException) -> ClaudeError:
     """Map anything an upstream call raised to our hierarchy. Read top to bottom: first match wins.
 
     Only what the model service (or the network to it) did becomes an upstream error. A failure
@@ -161,6 +161,7 @@ def call_with_retry(
     max_attempt_seconds: float = 60.0,
     max_wait: float | None = None,
     hint: Callable[[], float | None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run `fn(timeout)` until it succeeds, a failure is final, or time is up.
 
@@ -169,7 +170,8 @@ def call_with_retry(
     what escapes is always a ClaudeError, and a final 429/503 without a hint carries the backoff
     the loop would have used as `retry_after` (unless `hint()`, e.g. the circuit's time to half-open,
     has one first). A wait longer than `max_wait` is not slept here:
-    the error goes back to the caller, whose queue can wait for free.
+    the error goes back to the caller, whose queue can wait for free. Every wait goes through
+    `sleep`, so a test can record the exact waits instead of timing them.
     """
     made = 0
 
@@ -201,7 +203,7 @@ def call_with_retry(
         try:
             return fn(min(max_attempt_seconds, budget))
         except Exception as exc:  # every SDK failure becomes one of ours, or re-raises a bug
-            raise classify(exc) from exc
+            raise to_claude_error(exc) from exc
 
     retrying = Retrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, ClaudeError) and exc.retryable),
@@ -209,7 +211,7 @@ def call_with_retry(
         stop=stop,
         before_sleep=before_sleep,
         reraise=True,
-        sleep=time.sleep,
+        sleep=sleep,
     )
     try:
         return retrying(attempt)

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, get_client
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.errors import StructuredOutputError
 from claudekit.tasks.models import Body, Label, Text, UsageOut, result_fields

@@ -24,7 +24,8 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult, Delta, get_client
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
 from claudekit.errors import Conflict, InputTooLarge, NotFound
 from claudekit.settings import Settings, get_settings

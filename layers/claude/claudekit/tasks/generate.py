@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, get_client
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.tasks.models import Body, Text, UsageOut, result_fields
 

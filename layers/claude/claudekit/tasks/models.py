@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
-from claudekit.claude.client import ClaudeResult
+from claudekit.claude.request import ClaudeResult
 
 # C0 controls but tab, LF and CR; DEL and the C1 controls; UTF-16 surrogates, which JSON's \u
 # escapes can carry alone but no encoder can send. CR stays allowed: browsers and Windows

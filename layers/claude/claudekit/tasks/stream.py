@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel
 
-from claudekit.claude.client import ClaudeClient, ClaudeResult, Delta, get_client
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeResult, Delta
 from claudekit.deadline import Deadline
 from claudekit.tasks import conversations
 from claudekit.tasks.conversations import CompactedOut, ConversationMessageBody

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from claudekit.claude.client import ClaudeRequest, ClaudeResult, output_schema
+from claudekit.claude.request import ClaudeRequest, ClaudeResult, output_schema
 from claudekit.errors import StructuredOutputError
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from claudekit.claude.client import ClaudeClient, ClaudeRequest, ClaudeResult
+from claudekit.claude.client import ClaudeClient
+from claudekit.claude.request import ClaudeRequest, ClaudeResult
 from claudekit.deadline import Deadline
 from claudekit.tasks import classify, generate, ideas, structured
 from claudekit.tasks.classify import ClassifyBody, ClassifyOut

@@ -1,10 +1,10 @@
-"""What callers send, what travels on the queue, and the consumer's knobs."""
+"""What callers send, what travels on the queue, and what GET /jobs/{id} answers."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from claudekit.errors import (
     ClaudeError,
 )
-from claudekit.settings import Settings
 from claudekit.tasks.classify import ClassifyBody, ClassifyOut
 from claudekit.tasks.generate import GenerateBody, GenerateOut, GenerateTask
 from claudekit.tasks.ideas import IdeasBody, IdeasOut
@@ -25,8 +24,6 @@ JobMode = Literal["realtime", "batch"]
 MAX_ITEMS = 100
 # SQS limits one message and one SendMessageBatch call to 256 KiB (1 MiB since 2025, not everywhere).
 MAX_SQS_PAYLOAD_BYTES = 256 * 1024
-SEND_BATCH_ENTRIES = 10
-SEND_ATTEMPTS = 3
 FEATURE = "jobs"
 # The metrics dimension of jobs run through the Message Batches API (cost by feature shows the split).
 BATCH_FEATURE = "batch"
@@ -112,7 +109,7 @@ class JobsBody(Body):
 
 
 class JobMessage(BaseModel):
-    """The SQS message body: everything the consumer needs, including the input itself."""
+    """The SQS message body: everything the worker needs, including the input itself."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -162,40 +159,7 @@ class BatchPollMessage(BaseModel):
         return self.model_dump_json()
 
 
-@dataclass(frozen=True)
-class JobOptions:
-    """Knobs of the consumer; defaults suit the deployed function (300 s timeout)."""
-
-    # Delay after a transient failure: the larger of its retry-after and base * 2**(n-1) for the
-    # n-th re-schedule, at most retry_max_seconds (SQS DelaySeconds allows 900).
-    retry_base_seconds: float = 10.0
-    retry_max_seconds: float = 900.0
-    # A job waiting out outages gives up (failed, with the reason) after this long (JOB_MAX_AGE_SECONDS).
-    max_age_seconds: float = 86_400.0
-    # In-progress duplicates are looked at again after this long.
-    in_progress_retry_seconds: float = 30.0
-    # A record does not start with less invocation time left than this; it goes back untouched.
-    min_start_seconds: float = 20.0
-    # Re-sends of a message that could not start (rate limit window full, last receive unstarted).
-    max_deferrals: int = 60
-    # Job records (and their results) and idempotency records live this long.
-    ttl_seconds: int = 7 * 86_400
-    # Records of one batch processed concurrently (BATCH_MAX_CONCURRENCY).
-    concurrency: int = 4
-    # Message batches: how long between polls (BATCH_POLL_SECONDS), and when to stop trying to
-    # read a batch that keeps failing (a batch ends within 24 h; its results are kept 29 days).
-    batch_poll_seconds: int = 60
-    batch_max_age_seconds: int = 3 * 86_400
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> JobOptions:
-        return cls(
-            concurrency=settings.batch_max_concurrency,
-            batch_poll_seconds=settings.batch_poll_seconds,
-            max_age_seconds=settings.job_max_age_seconds,
-        )
-
-
+# The longest retry-after a job sleeps through inside its call; a longer one re-schedules the job.
 IN_CALL_RETRY_WAIT_SECONDS = 2.0
 
 
@@ -205,6 +169,15 @@ def now_iso(now: float | None = None) -> str:
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_job_id(value: str) -> bool:
+    """Job ids are UUIDs: anything else is never looked up."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def error_of(exc: ClaudeError) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """Consumes JobsQueue: each record runs its job once, or polls one message batch and writes its
-results back (`"kind": "poll_batch"`); partial batch failures are reported.
+results back (`"kind": "poll_batch"`); failures are reported per record.
 
 All the behaviour (idempotency, retries with visibility timeouts, DLQ, concurrency) lives in
-`claudekit.tasks.jobs.JobConsumer`; this adapter only adds the Lambda context to the logs.
+`claudekit.tasks.jobs.worker.JobWorker` (poll messages: `batch_mode.Poller`); this adapter only adds
+the Lambda context to the logs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from claudekit.claude.client import get_client
-from claudekit.tasks import jobs
+from claudekit.tasks.jobs.worker import get_worker
 from claudekit.telemetry import logger
 
 get_client()  # settings parsed in the init phase: a bad variable fails the cold start, by name
@@ -20,4 +21,4 @@ get_client()  # settings parsed in the init phase: a bad variable fails the cold
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return jobs.get_consumer().handle(event, context)
+    return get_worker().handle(event, context)
