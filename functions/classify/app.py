@@ -7,7 +7,6 @@ from claudekit import snapstart  # isort: skip
 
 from aws_lambda_powertools.event_handler import Response
 
-from claudekit.claude.client import get_client
 from claudekit.http import rest
 from claudekit.http.openapi import CLAUDE_ERRORS
 from claudekit.tasks import classify
@@ -18,14 +17,7 @@ app = rest.create_app()
 
 @app.post("/classify", operation_id="classify", responses=rest.responses(*CLAUDE_ERRORS, limited=True))
 def post_classify(body: ClassifyBody) -> Response[ClassifyOut]:
-    label, result = classify.classify(get_client(), body, rest.caller(app), rest.deadline(app))
-    return rest.respond(
-        app,
-        ClassifyOut(
-            label=label,
-            **rest.result_fields(result),
-        ),
-    )
+    return rest.respond(app, classify.classify(body, rest.caller(app), rest.deadline(app)))
 
 
 handler = rest.lambda_handler(app)

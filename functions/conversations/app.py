@@ -14,10 +14,8 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
-from claudekit.claude.client import get_client
 from claudekit.http import rest
 from claudekit.http.openapi import CLAUDE_ERRORS, READ_ERRORS
-from claudekit.store.conversations import ConversationStore
 from claudekit.tasks import conversations
 from claudekit.tasks.conversations import (
     ConversationBody,
@@ -27,14 +25,6 @@ from claudekit.tasks.conversations import (
 )
 
 app = rest.create_app()
-_store: ConversationStore | None = None
-
-
-def store() -> ConversationStore:
-    global _store
-    if _store is None:
-        _store = ConversationStore(get_client().settings)
-    return _store
 
 
 @app.post(
@@ -43,16 +33,14 @@ def store() -> ConversationStore:
     responses=rest.responses(*READ_ERRORS, 409, 413, 422, status=201, description="Created"),
 )
 def create(body: Annotated[ConversationBody | None, Body()] = None) -> Response[ConversationOut]:
-    # No body at all starts a conversation without a system prompt.
-    conv = store().create(rest.caller(app), body.system if body else None)
-    return rest.respond(app, ConversationOut.model_validate(conv.public()), status=201)
+    return rest.respond(app, conversations.start(rest.caller(app), body), status=201)
 
 
 @app.get(
     "/conversations/<conversation_id>", operation_id="getConversation", responses=rest.responses(*READ_ERRORS, 404)
 )
 def read(conversation_id: str) -> Response[ConversationOut]:
-    return rest.respond(app, ConversationOut.model_validate(store().get(conversation_id, rest.caller(app)).public()))
+    return rest.respond(app, conversations.read(conversation_id, rest.caller(app)))
 
 
 @app.post(
@@ -61,13 +49,8 @@ def read(conversation_id: str) -> Response[ConversationOut]:
     responses=rest.responses(*CLAUDE_ERRORS, 404, limited=True),
 )
 def message(conversation_id: str, body: ConversationMessageBody) -> Response[ConversationTurnOut]:
-    client, user, deadline = get_client(), rest.caller(app), rest.deadline(app)
-    conv = store().get(conversation_id, user)
-    turn = conversations.prepare(client, store(), conv, body.prompt, body.max_tokens, user, deadline)
-    result = conversations.answer(client, store(), turn, deadline)
-    return rest.respond(
-        app, ConversationTurnOut(**conversations.turn_fields(turn, result), request_id=rest.request_id(app))
-    )
+    turn = conversations.message(conversation_id, body, rest.caller(app), rest.deadline(app), rest.request_id(app))
+    return rest.respond(app, turn)
 
 
 handler = rest.lambda_handler(app)

@@ -7,7 +7,6 @@ from claudekit import snapstart  # isort: skip
 
 from aws_lambda_powertools.event_handler import Response
 
-from claudekit.claude.client import get_client
 from claudekit.http import rest
 from claudekit.http.openapi import CLAUDE_ERRORS
 from claudekit.tasks import ideas
@@ -18,14 +17,7 @@ app = rest.create_app()
 
 @app.post("/ideas", operation_id="ideas", responses=rest.responses(*CLAUDE_ERRORS, limited=True))
 def post_ideas(body: IdeasBody) -> Response[IdeasOut]:
-    found, result = ideas.ideas(get_client(), body, rest.caller(app), rest.deadline(app))
-    return rest.respond(
-        app,
-        IdeasOut(
-            ideas=found,
-            **rest.result_fields(result),
-        ),
-    )
+    return rest.respond(app, ideas.ideas(body, rest.caller(app), rest.deadline(app)))
 
 
 handler = rest.lambda_handler(app)

@@ -54,7 +54,7 @@ def assert_clean_logs(logs: Path, *secrets: str) -> None:
 def test_the_artifact_is_isolated_from_the_dev_tree(artifact: Artifact, python: Path) -> None:
     """The runtime interpreter cannot see the dev virtualenv or the sources, only what ships."""
     assert not (artifact.task_root("GenerateFunction") / "claudekit").exists()
-    assert (artifact.layer_python() / "claudekit" / "client.py").is_file()
+    assert (artifact.layer_python() / "claudekit" / "__init__.py").is_file()  # a name no layout change moves
     assert (artifact.layer_python() / "aws_xray_sdk").is_dir()
     probe = subprocess.run(
         [str(python), "-c", "import importlib.util as u; print(u.find_spec('claudekit'), u.find_spec('moto'))"],

@@ -90,7 +90,9 @@ def test_dynamodb_calls_per_request_at_target(route: str, stream_url: str, sim: 
     _, warm = calls_per_request(route, stream_url)
 
     for calls in warm:
-        assert len([c for c in calls if c.service == "dynamodb"]) <= TARGET_DYNAMODB, [c.name for c in calls]
+        # The clock-driven refresh of the circuit state and cooldown (one read per instance every
+        # REFRESH_SECONDS, whatever the traffic) is not per request: benchmarks report it apart.
+        assert len(hot_path(calls)) <= TARGET_DYNAMODB, [c.name for c in calls]
 
 
 def test_only_job_submission_touches_sqs(stream_url: str, sim: Simulator) -> None:

@@ -14,6 +14,7 @@ import boto3
 import httpx2
 import pytest
 
+from claudekit.claude.client import get_client
 from functions.stream import app as stream_app
 from local.serve import serve_in_thread
 from local.shim import ROOT, LambdaContext, load_module
@@ -55,7 +56,7 @@ def test_a_retry_gets_the_first_response_without_a_second_call_or_charge(generat
     assert again["headers"]["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first["headers"]
     assert len(sim.message_requests()) == 1
-    report = generate.get_client().ledger.report(caller)
+    report = get_client().ledger.report(caller)
     assert report["requests"] == 1
     assert report["cost_usd"] == pytest.approx(first["json"]["cost_usd"])
 

@@ -77,13 +77,13 @@ LABELS = ClassifyBody(text="The parcel was late.", labels=["billing", "shipping"
 
 def test_a_label_outside_the_list_is_repaired_once(client: Any, canned: CannedClaude) -> None:
     canned.replies += ['{"label": "banana"}', '{"label": "shipping"}']
-    label, result = classify.classify(client, LABELS, "u-repaired", Deadline.after(10))
-    assert label == "shipping"
+    answer = classify.classify(LABELS, "u-repaired", Deadline.after(10), client=client)
+    assert answer.label == "shipping"
     # The answer reports what the caller paid for: both calls, as the ledger charged them.
-    assert result.usage.input_tokens == 20 and result.usage.output_tokens == 10
-    assert result.attempts == 2
+    assert answer.usage.input_tokens == 20 and answer.usage.output_tokens == 10
+    assert len(canned.bodies) == 2
     charged = client.ledger.report("u-repaired")["cost_usd"]
-    assert float(result.cost_usd) == pytest.approx(charged) and charged > 0
+    assert answer.cost_usd == pytest.approx(charged) and charged > 0
     repair = canned.bodies[1]["messages"]
     assert repair[-2] == {"role": "assistant", "content": '{"label": "banana"}'}  # the model sees its answer
     assert "label" in repair[-1]["content"]  # and what was wrong with it
@@ -92,7 +92,7 @@ def test_a_label_outside_the_list_is_repaired_once(client: Any, canned: CannedCl
 def test_a_label_outside_the_list_twice_is_upstream_error(client: Any, canned: CannedClaude) -> None:
     canned.replies += ['{"label": "banana"}', "not even json"]
     with pytest.raises(errors.StructuredOutputError) as caught:
-        classify.classify(client, LABELS, "u", Deadline.after(10))
+        classify.classify(LABELS, "u", Deadline.after(10), client=client)
     assert (caught.value.code, caught.value.status) == ("UPSTREAM_ERROR", 502)
     assert len(canned.bodies) == 2
 
@@ -101,7 +101,7 @@ def test_the_wrong_number_of_ideas_is_never_returned(client: Any, canned: Canned
     idea = {"title": "T", "excerpt": "E", "target_audience": "A"}
     canned.replies += [json.dumps({"ideas": [idea]}), json.dumps({"ideas": [idea, idea]})]
     with pytest.raises(errors.StructuredOutputError):
-        ideas.ideas(client, IdeasBody(topic="x", count=3), "u", Deadline.after(10))
+        ideas.ideas(IdeasBody(topic="x", count=3), "u", Deadline.after(10), client=client)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_json_of_the_wrong_shape_is_upstream_error_not_a_crash(make_client: Any,
     try:
         client = make_client(anthropic_base_url=f"http://127.0.0.1:{server.server_address[1]}", model_fallback="")
         with pytest.raises(errors.UpstreamMalformed) as caught:
-            generate.generate(client, GenerateBody(prompt="hi"), "u", Deadline.after(10))
+            generate.generate(GenerateBody(prompt="hi"), "u", Deadline.after(10), client=client)
         assert caught.value.status == 502
     finally:
         server.shutdown()

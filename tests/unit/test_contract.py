@@ -132,7 +132,7 @@ def test_the_configured_origin_gets_cors_headers_on_every_response(monkeypatch: 
 
 
 def test_validation_messages_name_fields_but_never_echo_a_made_up_key() -> None:
-    from claudekit.http.rest import validation_error
+    from claudekit.http.errors import validation_error
 
     key = "\x00<script>" + "a" * 10_000
     with pytest.raises(ValidationError) as caught:

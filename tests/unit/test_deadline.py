@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from claudekit.deadline import Deadline
-from local.shim import ROOT, load_module
+from claudekit.http import lwa
 
 
 @dataclass
@@ -38,10 +38,9 @@ def test_an_implausible_request_time_is_ignored() -> None:
 
 
 def test_the_stream_route_counts_its_budget_from_the_request() -> None:
-    stream = load_module(ROOT / "functions" / "stream" / "app.py", "deadline_stream_app")
     headers = {
         "x-amzn-request-context": json.dumps({"requestId": "r", "requestTimeEpoch": int((time.time() - 100) * 1000)}),
         "x-amzn-lambda-context": json.dumps({"deadline": int((time.time() + 119) * 1000)}),
     }
-    call = stream.invocation(headers, 0.5, 120.0)
+    call = lwa.invocation(headers, 0.5, 120.0)
     assert 19 < call.deadline.remaining() <= 19.5

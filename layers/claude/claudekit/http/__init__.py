@@ -1,3 +1,3 @@
 """HTTP glue: API Gateway events and Lambda Web Adapter requests in, responses out.
 
-The one place where a ClaudeError becomes a status, body and headers."""
+errors.py is the one place where an error becomes a status, body and headers, for both."""

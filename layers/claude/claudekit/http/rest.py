@@ -1,19 +1,16 @@
-"""HTTP glue shared by the REST functions: one place maps errors to responses.
+"""Powertools glue shared by the REST functions: identity, deadline, responses, the Lambda entry.
 
-Every error leaves as `{"error": {"code", "message", "request_id"}}` with the status
-the contract names, `Retry-After` where waiting helps, and `X-Request-Id` always.
-Every JSON response is per user: `nosniff` and `no-store` on all of them.
+Errors leave through errors.py's map (the same one the streaming routes use): `{"error": {"code",
+"message", "request_id"}}` with the status the contract names, `Retry-After` where waiting helps,
+and `X-Request-Id` always. Every JSON response is per user: `nosniff` and `no-store` on all of them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
-import re
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -21,31 +18,19 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from claudekit import telemetry
 from claudekit.claude.client import get_client
-from claudekit.claude.request import ClaudeResult
 from claudekit.deadline import Deadline
-from claudekit.errors import ClaudeError, Forbidden, InvalidRequest, MalformedRequest, NotFound, Unauthorized
+from claudekit.errors import ClaudeError, Forbidden, MalformedRequest, NotFound, Unauthorized
 from claudekit.http import idempotency, openapi
 from claudekit.http.body import parse_json
+from claudekit.http.errors import error_response, validation_error
+from claudekit.http.headers import JSON_HEADERS, cors_headers
 from claudekit.settings import get_settings
 from claudekit.store import ledger
-from claudekit.tasks.jobs.models import JobTask
-from claudekit.telemetry import logger
-
-# On every JSON response, errors included: bodies are per user and must never be sniffed or cached.
-JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-
+from claudekit.telemetry import logger, tracer
 
 # The routes' OpenAPI `responses`: the success model and the error envelope of each status it can return.
 responses = openapi.responses
-
-# What a field name or list index of our contract looks like (anything else came from the caller).
-_FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
-# A union branch in a pydantic location: a model's name (no contract field is CamelCase) or a
-# validator's label such as `function-after[check_text(), constrained-str]`.
-_BRANCH = re.compile(r"[A-Z][A-Za-z0-9]*|[a-z-]+\[.*\]")
-_JOB_TASKS = frozenset(get_args(JobTask))
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
@@ -93,11 +78,6 @@ def respond(app: APIGatewayRestResolver, body: BaseModel | dict[str, Any], statu
     )
 
 
-def result_fields(result: ClaudeResult) -> dict[str, Any]:
-    """The fields every Claude-backed response shares."""
-    return {"model": result.model, "usage": result.usage.public(), "cost_usd": float(result.cost_usd)}
-
-
 def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point for a REST function: correlation id in logs, a trace, then the router.
 
@@ -107,7 +87,7 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
     get_client()
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-    @telemetry.tracer.capture_lambda_handler  # built here: the stream function imports this module, never traces
+    @tracer.capture_lambda_handler
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # The API speaks only JSON: parse every body as JSON, whatever Content-Type says
         # (curl -d sends form encoding), so a bad body is a clear 400, not a confusing 422.
@@ -121,12 +101,7 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
             try:
                 check_body(event)
             except ClaudeError as exc:
-                result: dict[str, Any] = {
-                    "statusCode": exc.status,
-                    "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
-                    "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
-                    "isBase64Encoded": False,
-                }
+                result = proxy_error(exc, rid)
             else:
                 result = idempotent(event, context, lambda: app.resolve(event, context))
         # The caller's request window as its admission left it, on successes and refusals alike.
@@ -154,12 +129,7 @@ def idempotent(event: dict[str, Any], context: LambdaContext, resolve: Callable[
         data = idempotency.request_data(str(claims["sub"]), "POST", str(event.get("path")), key, event.get("body"))
         result, replayed = _idempotency.run(data, resolve, context)
     except ClaudeError as exc:
-        return {
-            "statusCode": exc.status,
-            "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(exc, rid)},
-            "body": json.dumps(error_body(exc, rid), separators=(",", ":")),
-            "isBase64Encoded": False,
-        }
+        return proxy_error(exc, rid)
     if replayed:
         result.setdefault("headers", {})
         result["headers"] = {**(result["headers"] or {}), idempotency.REPLAYED: "true", "X-Request-Id": rid}
@@ -188,22 +158,6 @@ def check_body(event: dict[str, Any]) -> None:
         event["body"], event["isBase64Encoded"] = raw.decode("utf-8"), False
 
 
-# What a browser page may read of a response (CORS hides every other header from its script).
-EXPOSED_HEADERS = (
-    "X-Request-Id, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Idempotent-Replayed"
-)
-
-
-def cors_headers() -> dict[str, str]:
-    """Access-Control-* for the configured origin (CORS_ALLOW_ORIGIN), none when it is empty.
-    API Gateway answers the preflight; every actual response needs these too."""
-    try:
-        origin = get_settings().cors_allow_origin
-    except ClaudeError:  # misconfigured: the response says so; headers cannot help
-        return {}
-    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSED_HEADERS} if origin else {}
-
-
 def with_standard_headers(result: dict[str, Any], rid: str) -> dict[str, Any]:
     """X-Request-Id on every response, and the JSON headers on every JSON one, whoever built it."""
     single: dict[str, Any] = dict(result.get("headers") or {})
@@ -223,53 +177,25 @@ def with_standard_headers(result: dict[str, Any], rid: str) -> dict[str, Any]:
     return result
 
 
-def error_body(exc: ClaudeError, rid: str) -> dict[str, Any]:
-    return {"error": {"code": exc.code, "message": exc.message, "request_id": rid}}
+def proxy_error(exc: ClaudeError, rid: str) -> dict[str, Any]:
+    """An error as a Lambda proxy result, for refusals made before the router runs."""
+    error = error_response(exc, rid)
+    return {
+        "statusCode": error.status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **error.headers},
+        "body": error.json(),
+        "isBase64Encoded": False,
+    }
 
 
-def error_headers(exc: ClaudeError, rid: str) -> dict[str, str]:
-    headers = {"X-Request-Id": rid, **JSON_HEADERS}
-    if exc.retry_after is not None and exc.status in (409, 429, 503, 504):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return headers
-
-
-def _error(app: APIGatewayRestResolver, exc: ClaudeError) -> Response[str]:
-    rid = request_id(app)
+def _error(app: APIGatewayRestResolver, exc: BaseException) -> Response[str]:
+    error = error_response(exc, request_id(app))
     return Response(
-        status_code=exc.status,
+        status_code=error.status,
         content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(error_body(exc, rid), separators=(",", ":")),
-        headers=error_headers(exc, rid),
+        body=error.json(),
+        headers=error.headers,
     )
-
-
-def validation_error(errors: list[Any]) -> InvalidRequest:
-    """A readable summary of what is wrong, without echoing the input back."""
-    if any(err.get("type") == "json_invalid" for err in errors):
-        return MalformedRequest()
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(_location(p) for p in _fields(tuple(err.get("loc", ()))) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return InvalidRequest("; ".join(parts))
-
-
-def _fields(loc: tuple[Any, ...]) -> list[Any]:
-    """The path through the body's fields: pydantic also names the union branch it tried (a job
-    item's task, a model or validator label), which means nothing to the caller."""
-    return [
-        part
-        for i, part in enumerate(loc)
-        if not (isinstance(part, str) and _BRANCH.fullmatch(part))
-        and not (i and isinstance(loc[i - 1], int) and part in _JOB_TASKS)
-    ]
-
-
-def _location(part: object) -> str:
-    """A field name or index as is; an unknown key the caller made up is not echoed back."""
-    text = str(part)
-    return text if _FIELD.fullmatch(text) else "<unknown key>"
 
 
 def create_app() -> APIGatewayRestResolver:
@@ -294,7 +220,6 @@ def create_app() -> APIGatewayRestResolver:
 
     @app.exception_handler(Exception)
     def _bug(exc: Exception) -> Response[str]:
-        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
-        return _error(app, ClaudeError())
+        return _error(app, exc)  # logged there, with its traceback
 
     return app

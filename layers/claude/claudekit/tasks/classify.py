@@ -6,11 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from claudekit.claude.client import ClaudeClient
-from claudekit.claude.request import ClaudeRequest, ClaudeResult
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.errors import StructuredOutputError
-from claudekit.tasks.models import Body, Label, Text, UsageOut
+from claudekit.tasks.models import Body, Label, Text, UsageOut, result_fields
 
 
 class ClassifyBody(Body):
@@ -64,7 +64,10 @@ def classify_answer(body: ClassifyBody, parsed: BaseModel) -> str:
     return label
 
 
-def classify(client: ClaudeClient, body: ClassifyBody, user_id: str, deadline: Deadline) -> tuple[str, ClaudeResult]:
+def classify(
+    body: ClassifyBody, user_id: str, deadline: Deadline, *, client: ClaudeClient | None = None
+) -> ClassifyOut:
+    """One of `body.labels`, with what finding it cost (a repaired answer's calls included)."""
     request, output = classify_request(body, user_id)
-    parsed, result = client.complete_structured(request, output, deadline)
-    return classify_answer(body, parsed), result
+    parsed, result = (client or get_client()).complete_structured(request, output, deadline)
+    return ClassifyOut(label=classify_answer(body, parsed), **result_fields(result))

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from claudekit.claude.client import ClaudeClient
+from claudekit.claude.client import ClaudeClient, get_client
 from claudekit.claude.request import ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
 from claudekit.errors import InputTooLarge
+from claudekit.settings import get_settings
 from claudekit.store.conversations import Conversation, ConversationStore
 from claudekit.tasks.models import Body, Text, UsageOut
 
@@ -218,3 +219,37 @@ def turn_fields(turn: Turn, result: ClaudeResult) -> dict[str, Any]:
         "messages": len(turn.conversation.turns),
         "compacted": turn.compaction.public() if turn.compaction else None,
     }
+
+
+# ---- the routes' tasks ------------------------------------------------------------------------
+
+_store: ConversationStore | None = None
+
+
+def conversation_store() -> ConversationStore:
+    """The container's store, rebuilt when the settings are (tests and the local stack change them)."""
+    global _store
+    settings = get_settings()
+    if _store is None or _store.settings is not settings:
+        _store = ConversationStore(settings)
+    return _store
+
+
+def start(user_id: str, body: ConversationBody | None) -> ConversationOut:
+    """A new conversation; no body at all starts one without a system prompt."""
+    conv = conversation_store().create(user_id, body.system if body else None)
+    return ConversationOut.model_validate(conv.public())
+
+
+def read(conversation_id: str, user_id: str) -> ConversationOut:
+    return ConversationOut.model_validate(conversation_store().get(conversation_id, user_id).public())
+
+
+def message(
+    conversation_id: str, body: ConversationMessageBody, user_id: str, deadline: Deadline, request_id: str | None
+) -> ConversationTurnOut:
+    """A buffered turn: the history read (and compacted if need be), the answer recorded."""
+    client, store = get_client(), conversation_store()
+    turn = prepare(client, store, store.get(conversation_id, user_id), body.prompt, body.max_tokens, user_id, deadline)
+    result = answer(client, store, turn, deadline)
+    return ConversationTurnOut(**turn_fields(turn, result), request_id=request_id)

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from claudekit.claude.client import ClaudeClient
-from claudekit.claude.request import ClaudeRequest, ClaudeResult
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
-from claudekit.tasks.models import Body, Text, UsageOut
+from claudekit.tasks.models import Body, Text, UsageOut, result_fields
 
 GenerateTask = Literal["generate", "analyze", "reason", "summarize", "extract"]
 
@@ -45,5 +45,20 @@ def generate_request(
     )
 
 
-def generate(client: ClaudeClient, body: GenerateBody, user_id: str, deadline: Deadline) -> ClaudeResult:
-    return client.complete(generate_request(body, user_id), deadline)
+def generate(
+    body: GenerateBody,
+    user_id: str,
+    deadline: Deadline,
+    request_id: str | None = None,
+    *,
+    client: ClaudeClient | None = None,
+) -> GenerateOut:
+    """One completion; `request_id` is the caller's, echoed in the answer."""
+    result = (client or get_client()).complete(generate_request(body, user_id), deadline)
+    return GenerateOut(
+        text=result.text,
+        stop_reason=result.stop_reason,
+        truncated=result.truncated,
+        request_id=request_id,
+        **result_fields(result),
+    )

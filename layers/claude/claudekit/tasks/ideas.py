@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from claudekit.claude.client import ClaudeClient
-from claudekit.claude.request import ClaudeRequest, ClaudeResult
+from claudekit.claude.client import ClaudeClient, get_client
+from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
-from claudekit.tasks.models import Body, Topic, UsageOut
+from claudekit.tasks.models import Body, Topic, UsageOut, result_fields
 
 
 class IdeasBody(Body):
@@ -62,8 +62,8 @@ def ideas_answer(parsed: BaseModel) -> list[Idea]:
     return found
 
 
-def ideas(client: ClaudeClient, body: IdeasBody, user_id: str, deadline: Deadline) -> tuple[list[Idea], ClaudeResult]:
+def ideas(body: IdeasBody, user_id: str, deadline: Deadline, *, client: ClaudeClient | None = None) -> IdeasOut:
     """Exactly `body.count` validated ideas, or a StructuredOutputError: never a silent empty list."""
     request, output = ideas_request(body, user_id)
-    parsed, result = client.complete_structured(request, output, deadline)
-    return ideas_answer(parsed), result
+    parsed, result = (client or get_client()).complete_structured(request, output, deadline)
+    return IdeasOut(ideas=ideas_answer(parsed), **result_fields(result))

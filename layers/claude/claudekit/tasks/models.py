@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+
+from claudekit.claude.request import ClaudeResult
 
 # C0 controls but tab, LF and CR; DEL and the C1 controls; UTF-16 surrogates, which JSON's \u
 # escapes can carry alone but no encoder can send. CR stays allowed: browsers and Windows
@@ -67,3 +69,8 @@ class CostOut(BaseModel):
     requests: int
     cost_usd: float
     usage: UsageOut
+
+
+def result_fields(result: ClaudeResult) -> dict[str, Any]:
+    """The fields every Claude-backed answer shares: `model`, `usage`, `cost_usd`."""
+    return {"model": result.model, "usage": result.usage.public(), "cost_usd": float(result.cost_usd)}

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 from pydantic import BaseModel
 
+from claudekit.claude.client import get_client
+from claudekit.errors import InvalidRequest
+from claudekit.settings import get_settings
 from claudekit.tasks.models import CostOut
 
 
@@ -46,3 +51,26 @@ class OperatorReportOut(CostOut):
     models: dict[str, CostOut]
     users: int
     top_users: list[TopUserOut]
+
+
+def report(user_id: str, day: date | None = None) -> UsageReportOut:
+    """One caller's usage on `day` (today by default), with its plan and what remains today."""
+    return UsageReportOut.model_validate(get_client().ledger.report(user_id, day=kept_day(day)))
+
+
+def operator_report(day: date | None = None) -> OperatorReportOut:
+    """Everyone's usage on `day` (today by default). Who may see it is the adapter's check."""
+    return OperatorReportOut.model_validate(
+        get_client().ledger.operator_report(kept_day(day) or datetime.now(UTC).date())
+    )
+
+
+def kept_day(day: date | None) -> date | None:
+    """A day whose usage is still kept (USAGE_RETENTION_DAYS), or None for today."""
+    if day is None:
+        return None
+    today = datetime.now(UTC).date()
+    kept = get_settings().usage_retention_days
+    if not today - timedelta(days=kept) <= day <= today:
+        raise InvalidRequest(f"date: must be today or one of the {kept} days before it (UTC)")
+    return day
