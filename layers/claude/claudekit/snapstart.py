@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import gc
 import os
+import random
+import sys
+from collections.abc import Callable
 
+# Paused from here to `initialised()`: the handler imports everything else after this module.
 _GC_PAUSED = "AWS_LAMBDA_FUNCTION_NAME" in os.environ and gc.isenabled()
 if _GC_PAUSED:
     gc.disable()
-
-import random  # noqa: E402 (after the collector is paused: part of what it spares)
-import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 Hook = Callable[[], None]
 
