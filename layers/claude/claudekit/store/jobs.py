@@ -361,24 +361,32 @@ class QueueInfo:
 
 
 _queues: dict[str, QueueInfo] = {}
+_queues_lock = threading.Lock()
 
 
 def queue_info(url: str, sqs: Any) -> QueueInfo:
-    """maxReceiveCount from the queue's RedrivePolicy (None: no DLQ, so nothing is ever the last receive)."""
-    info = _queues.get(url)
-    if info is None:
-        max_receive: int | None = None
-        try:
-            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
-            policy = attributes.get("RedrivePolicy")
-            if policy:
-                max_receive = int(json.loads(policy)["maxReceiveCount"])
-        except (ClientError, BotoCoreError, KeyError, ValueError):
-            logger.exception("could not read the queue's redrive policy")
-        if max_receive is None:
-            logger.error("jobs queue has no redrive policy: failed jobs cannot reach a dead-letter queue")
-        info = _queues[url] = QueueInfo(url, max_receive)
-    return info
+    """maxReceiveCount from the queue's RedrivePolicy (None: no DLQ, so nothing is ever the last receive).
+
+    Read under a lock: the first invocations of a container arrive together, and one read serves all."""
+    with _queues_lock:
+        info = _queues.get(url)
+        if info is None:
+            info = _queues[url] = QueueInfo(url, _max_receive_count(url, sqs))
+        return info
+
+
+def _max_receive_count(url: str, sqs: Any) -> int | None:
+    max_receive: int | None = None
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        policy = attributes.get("RedrivePolicy")
+        if policy:
+            max_receive = int(json.loads(policy)["maxReceiveCount"])
+    except (ClientError, BotoCoreError, KeyError, ValueError):
+        logger.exception("could not read the queue's redrive policy")
+    if max_receive is None:
+        logger.error("jobs queue has no redrive policy: failed jobs cannot reach a dead-letter queue")
+    return max_receive
 
 
 _clients: dict[str, Any] = {}
