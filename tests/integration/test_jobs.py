@@ -337,6 +337,38 @@ def test_a_job_costs_four_dynamodb_calls_and_no_read_of_its_record(
     assert len(dynamodb) <= DYNAMODB_CALLS_PER_JOB * count, by_name
 
 
+@pytest.mark.parametrize(
+    ("forge", "status"),
+    [
+        (lambda m: {**m, "user": f"mallory-{uuid.uuid4()}"}, "queued"),  # another user's job: untouched
+        (lambda m: {**m, "input": m["input"] + " and more"}, "failed"),  # not the job's input
+        (lambda m: {**m, "job_id": str(uuid.uuid4())}, None),  # no such job
+    ],
+    ids=["owner", "input", "unknown"],
+)
+def test_a_message_that_does_not_match_its_job_never_runs(
+    sim: Simulator, local_aws: LocalAws, worker: JobWorker, forge: Callable[[dict[str, Any]], Any], status: str | None
+) -> None:
+    text = f"Summarise the original. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "summarize", "input": text}])
+    job_id = body["jobs"][0]["id"]
+    (original,) = receive(local_aws)
+    sqs = local_aws.client("sqs")
+    sqs.delete_message(QueueUrl=local_aws.physical["JobsQueue"], ReceiptHandle=original["ReceiptHandle"])
+    sqs.send_message(
+        QueueUrl=local_aws.physical["JobsQueue"], MessageBody=json.dumps(forge(json.loads(original["Body"])))
+    )
+    (forged,) = receive(local_aws)
+
+    response = worker.handle(build_event([forged], local_aws.arns["JobsQueue"]), context())
+
+    # Reported failed at once, on its way to the dead-letter queue, without an upstream call.
+    assert response == {"batchItemFailures": [{"itemIdentifier": forged["MessageId"]}]}
+    assert [r for r in sim.message_requests() if text in prompt_of(r)] == []
+    if status is not None:
+        assert statuses([job_id])[job_id] == status
+
+
 # ---- (d) partial batch failures --------------------------------------------------------------
 
 
