@@ -242,8 +242,11 @@ def test_no_iam_statement_grants_every_resource(template: dict[str, Any]) -> Non
             assert "*" not in resources, statement
 
 
-# Item-level access to the one table: no Scan, Query, batch or table-level operation.
-TABLE_ACTIONS = {f"dynamodb:{a}" for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")}
+# Item-level access to the one table: no Scan, Query, batch write or table-level operation
+# (BatchGetItem reads named items: the circuit state with the model's cooldown, the day's shards).
+TABLE_ACTIONS = {
+    f"dynamodb:{a}" for a in ("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem")
+}
 # boto3 method -> the IAM action it needs (a transaction needs the action of each item in it).
 DYNAMODB_CALLS = {
     "get_item": {"dynamodb:GetItem"},
