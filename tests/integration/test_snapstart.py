@@ -205,3 +205,9 @@ def test_every_handler_imports_the_hooks_first_and_unpauses_the_collector_last()
         imports = [line for line in lines if line.startswith(("import ", "from "))]
         assert imports[:2] == ["from __future__ import annotations", "from claudekit import snapstart  # isort: skip"]
         assert lines[-1].startswith("snapstart.initialised()"), app
+
+
+def test_every_reset_the_restore_calls_exists() -> None:
+    # A renamed reset would only fail on AWS, in a restore: name them here.
+    for module, name in snapstart._RESETS:
+        assert callable(getattr(importlib.import_module(module), name)), f"{module}.{name}"
