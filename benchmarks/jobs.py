@@ -24,7 +24,7 @@ def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BAT
     from benchmarks.env import BENCH_KEY, bench_environment
     from claudekit import jobs
     from claudekit.contract import GenerateTask
-    from local.consumer import SqsEventSource
+    from local.sqs_source import SqsEventSource
     from local.simulator import Latency, Simulator
 
     with (

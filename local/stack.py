@@ -97,7 +97,7 @@ class Stack:
     def _start_consumers(self, doc: dict[str, Any], default_timeout: float) -> None:
         """Emulate Lambda's SQS event source mapping for each SQS event in the template."""
         try:
-            from local.consumer import SqsEventSource  # type: ignore[import-not-found,unused-ignore]
+            from local.sqs_source import SqsEventSource  # type: ignore[import-not-found,unused-ignore]
         except ImportError:  # the jobs feature is optional for the HTTP routes
             return
         assert self.local_aws is not None

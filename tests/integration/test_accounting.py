@@ -26,7 +26,7 @@ from claudekit.deadline import Deadline
 from claudekit.errors import ConfigurationError
 from claudekit.limits import Ledger
 from claudekit.settings import Settings
-from local.consumer import FakeLambdaContext
+from local.sqs_source import FakeLambdaContext
 from local.simulator import Fault, Latency, Simulator
 from tests.conftest import emf_records, metric_values
 

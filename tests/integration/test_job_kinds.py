@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from claudekit.contract import ClassifyOut, GenerateOut, IdeasOut
-from local.consumer import SqsEventSource
+from local.sqs_source import SqsEventSource
 from local.simulator import Simulator
 from tests.integration import test_jobs_batches as batches
 from tests.integration.queues import wait_for

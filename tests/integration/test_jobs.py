@@ -1,7 +1,7 @@
 """Batch jobs end to end in-process: POST /jobs -> SQS (moto) -> batch consumer -> simulator -> GET.
 
 The HTTP functions are invoked with REST proxy events; the batch function through the local
-SQS event source (local.consumer), so receive counts, visibility timeouts and the DLQ are SQS's.
+SQS event source (local.sqs_source), so receive counts, visibility timeouts and the DLQ are SQS's.
 Upstream calls are counted at the simulator by each job's (unique) input text.
 """
 
@@ -21,7 +21,7 @@ from claudekit import jobs
 from claudekit.client import get_client
 from claudekit.contract import GenerateOut
 from local.aws import LocalAws
-from local.consumer import FakeLambdaContext, SqsEventSource, build_event
+from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
 from tests.integration.queues import drain, wait_for
 

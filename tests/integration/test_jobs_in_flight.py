@@ -16,7 +16,7 @@ import pytest
 from claudekit import jobs
 from claudekit.client import get_client, reset_client
 from local.aws import LocalAws
-from local.consumer import SqsEventSource
+from local.sqs_source import SqsEventSource
 from local.simulator import Fault, Simulator
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures used by name)

@@ -14,7 +14,7 @@ import pytest
 from claudekit import jobs
 from claudekit.client import reset_client
 from local.aws import LocalAws
-from local.consumer import SqsEventSource, build_event
+from local.sqs_source import SqsEventSource, build_event
 from local.simulator import Fault, Simulator
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from claudekit import jobs
 from claudekit.jobs.submit import _chunks
-from local.consumer import build_event, failed_ids
+from local.sqs_source import build_event, failed_ids
 
 
 def message(size: int = 10) -> jobs.JobMessage:

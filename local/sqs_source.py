@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 
-log = logging.getLogger("local.consumer")
+log = logging.getLogger("local.sqs_source")
 
 
 @dataclass
