@@ -56,6 +56,7 @@ class LocalAws:
     endpoint: str
     physical: dict[str, str] = field(default_factory=dict)  # logical id -> name, URL or ARN
     arns: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)  # the template's, overrides applied
     environment: dict[str, str] = field(default_factory=dict)  # the functions' variables, resolved
     _stopping: threading.Event = field(default_factory=threading.Event)
     _sweeper: threading.Thread | None = None
@@ -269,6 +270,7 @@ def start(
     params = {name: str(spec.get("Default", "")) for name, spec in doc.get("Parameters", {}).items()}
     params.update(parameters or {})
     resources: dict[str, Any] = doc.get("Resources", {})
+    local.parameters = params
     resolver = _Resolver(params, local, stack)
 
     # Queues referenced by a redrive policy must exist first, so create dead-letter queues early.
