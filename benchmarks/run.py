@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ["coldstart", "client", "stream", "jobs"]
+ENTRIES = ["coldstart", "client", "stream", "jobs", "localstack"]
 OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
