@@ -24,8 +24,8 @@ def run(jobs_count: int = JOBS, pollers: int = POLLERS, per_batch: int = PER_BAT
     from benchmarks.env import BENCH_KEY, bench_environment
     from claudekit import jobs
     from claudekit.contract import GenerateTask
-    from local.sqs_source import SqsEventSource
     from local.simulator import Latency, Simulator
+    from local.sqs_source import SqsEventSource
 
     with (
         Simulator(latency=Latency(ttft=LATENCY, tokens_per_second=0), api_key=BENCH_KEY).start() as sim,

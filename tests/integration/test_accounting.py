@@ -26,8 +26,8 @@ from claudekit.deadline import Deadline
 from claudekit.errors import ConfigurationError
 from claudekit.limits import Ledger
 from claudekit.settings import Settings
-from local.sqs_source import FakeLambdaContext
 from local.simulator import Fault, Latency, Simulator
+from local.sqs_source import FakeLambdaContext
 from tests.conftest import emf_records, metric_values
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from claudekit.contract import ClassifyOut, GenerateOut, IdeasOut
-from local.sqs_source import SqsEventSource
 from local.simulator import Simulator
+from local.sqs_source import SqsEventSource
 from tests.integration import test_jobs_batches as batches
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs_batches import BATCHES_PATH, context, get_job, jobs_of, post_jobs, rest_event

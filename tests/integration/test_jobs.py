@@ -21,8 +21,8 @@ from claudekit import jobs
 from claudekit.client import get_client
 from claudekit.contract import GenerateOut
 from local.aws import LocalAws
-from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
+from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from tests.integration.queues import drain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

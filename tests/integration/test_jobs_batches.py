@@ -23,8 +23,8 @@ from claudekit import errors, jobs
 from claudekit.client import get_client, reset_client
 from claudekit.jobs.store import _from_ddb
 from local.aws import LocalAws
-from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Simulator
+from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from tests.integration.queues import drain, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ import pytest
 from claudekit import jobs
 from claudekit.client import get_client, reset_client
 from local.aws import LocalAws
-from local.sqs_source import SqsEventSource
 from local.simulator import Fault, Simulator
+from local.sqs_source import SqsEventSource
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures used by name)
     consumer,

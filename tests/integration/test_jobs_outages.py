@@ -14,8 +14,8 @@ import pytest
 from claudekit import jobs
 from claudekit.client import reset_client
 from local.aws import LocalAws
-from local.sqs_source import SqsEventSource, build_event
 from local.simulator import Fault, Simulator
+from local.sqs_source import SqsEventSource, build_event
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
     context,
