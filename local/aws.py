@@ -208,6 +208,28 @@ def sweep_expired(now: float | None = None) -> int:
     return removed
 
 
+class _Untracked(list[Any]):
+    """A model's instance list in moto that keeps nothing."""
+
+    def append(self, _instance: Any) -> None:
+        pass
+
+
+def untrack_per_request_models() -> None:
+    """Stop moto keeping every DynamoDB item and SQS message it ever made.
+
+    Moto appends each instance of its models to a class-level list (for its /moto-api/data.json),
+    so every item version (each write and each rollback copy makes one) and every message stays in
+    memory for the life of the process: the stack grew by gigabytes over a long session. Nothing
+    in the stack reads those lists. Moto's reset replaces them, so this runs after the reset.
+    """
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.sqs.models import Message
+
+    for model in (Item, Message):
+        model.instances_tracked = _Untracked()  # type: ignore[union-attr]
+
+
 def _exact_dynamodb_numbers() -> None:
     """Make moto's ADD and SET arithmetic exact on every number DynamoDB accepts.
 
@@ -266,6 +288,7 @@ def start(
     # Moto keeps its state per process: start every stack from empty, as a new deploy would.
     reset = urllib.request.Request(f"{local.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback http
     urllib.request.urlopen(reset, timeout=10)  # noqa: S310
+    untrack_per_request_models()
     doc = load_template(template)
     params = {name: str(spec.get("Default", "")) for name, spec in doc.get("Parameters", {}).items()}
     params.update(parameters or {})

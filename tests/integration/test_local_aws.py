@@ -140,3 +140,25 @@ def test_the_stack_sweeps_expired_items_on_its_own(ddb: Any, table: str, key: An
     while _get(ddb, table, key("expired")) is not None:
         assert time.monotonic() < deadline, "no sweep deleted the expired item"
         time.sleep(0.2)
+
+
+def test_moto_keeps_no_copy_of_item_versions_or_messages(
+    local_aws: aws.LocalAws, ddb: Any, table: str, key: Any
+) -> None:
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.sqs.models import Message
+
+    for _ in range(20):
+        ddb.update_item(
+            TableName=table,
+            Key=key("counter"),
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+    sqs = local_aws.client("sqs")
+    url = sqs.create_queue(QueueName=f"untracked-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    sqs.delete_queue(QueueUrl=url)
+    assert _get(ddb, table, key("counter")) == {**key("counter"), "n": {"N": "20"}}
+    assert len(Item.instances_tracked) == 0  # type: ignore[attr-defined]
+    assert len(Message.instances_tracked) == 0  # type: ignore[attr-defined]
