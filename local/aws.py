@@ -6,8 +6,9 @@ Secrets Manager secret it declares is created in moto, and the functions' enviro
 
 Moto's DynamoDB is patched to behave as DynamoDB does where the stack depends on it: atomic
 conditional writes, exact numbers, transactions that cost what their items cost, and items that
-expire by the table's TTL attribute (a sweep every TTL_SWEEP_SECONDS), so a long local session
-stays as fast and as small as a new one.
+expire by the table's TTL attribute (a sweep every TTL_SWEEP_SECONDS); and moto keeps no copy of
+every item version and message it made, so a long local session stays as fast and as small as a
+new one.
 """
 
 from __future__ import annotations
