@@ -16,8 +16,8 @@ from claudekit.settings import get_settings
 from claudekit.store.jobs import JobStore
 from claudekit.tasks.jobs.worker import JobWorker
 from local.aws import LocalAws
-from local.consumer import SqsEventSource, build_event
 from local.simulator import Fault, Simulator
+from local.sqs_source import SqsEventSource, build_event
 from tests.integration.queues import set_env, wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
     context,
