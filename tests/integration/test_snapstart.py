@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from claudekit import errors, snapstart
+from claudekit import errors, runtime, snapstart
 from claudekit.claude import pricing
 from claudekit.claude.client import get_client, reset_client
 from claudekit.claude.request import ClaudeRequest
@@ -203,11 +203,14 @@ def test_every_handler_imports_the_hooks_first_and_unpauses_the_collector_last()
     for app in sorted((ROOT / "functions").glob("*/app.py")):
         lines = [line for line in app.read_text().splitlines() if line.strip() and not line.startswith("#")]
         imports = [line for line in lines if line.startswith(("import ", "from "))]
-        assert imports[:2] == ["from __future__ import annotations", "from claudekit import snapstart  # isort: skip"]
+        assert imports[:2] == [
+            "from __future__ import annotations",
+            "from claudekit import snapstart  # isort: skip",
+        ]
         assert lines[-1].startswith("snapstart.initialised()"), app
 
 
 def test_every_reset_the_restore_calls_exists() -> None:
     # A renamed reset would only fail on AWS, in a restore: name them here.
-    for module, name in snapstart._RESETS:
+    for module, name in runtime.RESETS:
         assert callable(getattr(importlib.import_module(module), name)), f"{module}.{name}"

@@ -26,24 +26,14 @@ import random
 import sys
 from collections.abc import Callable
 
+from claudekit import runtime
+
 # Paused from here to `initialised()`: the handler imports everything else after this module.
 _GC_PAUSED = "AWS_LAMBDA_FUNCTION_NAME" in os.environ and gc.isenabled()
 if _GC_PAUSED:
     gc.disable()
 
 Hook = Callable[[], None]
-
-# Modules that own a cache of clients or time-bound state, and the function that empties each. Only
-# the modules a function has imported hold anything: the hooks never import one for the purpose.
-_RESETS = (
-    ("claudekit.claude.secret", "reset"),  # the API key and the Secrets Manager client
-    ("claudekit.store.dynamo", "reset"),  # the shared DynamoDB client
-    ("claudekit.tasks.jobs.queue", "reset"),  # the SQS client
-    ("claudekit.tasks.jobs.worker", "reset_worker"),  # the worker and the job store's clients
-    # The Claude client: its SDK client, breaker store (own DynamoDB client and state cache),
-    # cooldowns and plan overrides; rebuilt by `after_restore` before the first request.
-    ("claudekit.claude.client", "reset_client"),
-)
 
 
 def before_snapshot() -> None:
@@ -60,10 +50,7 @@ def before_snapshot() -> None:
 def after_restore() -> None:
     """Make this restored copy its own (runs before its first request; Lambda allows it 10 s)."""
     random.seed(os.urandom(32))
-    for name, reset in _RESETS:
-        module = sys.modules.get(name)
-        if module is not None:
-            getattr(module, reset)()
+    runtime.reset()
     client = sys.modules.get("claudekit.claude.client")
     if client is not None:
         # Built from the environment as in init; it connects to nothing until it is used.
