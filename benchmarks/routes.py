@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from local.lambda_context import LambdaContext
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 30
 # arm64 Lambda, us-east-1, late 2026: per GB-second, per request.
@@ -78,21 +80,6 @@ MODULES = {
 class Outcome:
     status: int
     body: dict[str, Any]
-
-
-class LambdaContext:
-    """Just what Powertools reads from the context."""
-
-    def __init__(self, name: str) -> None:
-        self.function_name = name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        self.memory_limit_in_mb = 512
-        self.aws_request_id = str(uuid.uuid4())
-        self._deadline = time.monotonic() + 30
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.monotonic()) * 1000)
 
 
 def _event(route: Route, user: str, path: str | None = None) -> dict[str, Any]:

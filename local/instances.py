@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import importlib.util
 import logging
 import multiprocessing
 import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -59,9 +61,20 @@ class ContextLike(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
 
+def load_module(path: Path, name: str) -> Any:
+    """Import a function's module by path: every function has an app.py, so names must differ."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _serve(conn: Connection, code_dir: str, module_name: str, handler_name: str, function: str) -> None:
     """An instance's whole life: import the function (init), then one invocation at a time."""
-    from local.shim import LambdaContext, load_module  # in the child: the layer goes on sys.path
+    from local.lambda_context import LambdaContext
 
     # Ctrl-C reaches the whole process group; the stack stops its instances itself, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -249,8 +262,6 @@ class FunctionPool:
 
 def _serve_web(conn: Connection, code_dir: str, module_name: str, function: str) -> None:
     """A web-adapter instance: the function's ASGI app under uvicorn, as run.sh starts it."""
-
-    from local.shim import load_module
 
     try:
         app = load_module(Path(code_dir) / "app.py", module_name).app

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from local.shim import LAYER, ROOT, load_module
+from local.instances import load_module
+from local.shim import LAYER, ROOT
 
 TITLE = "Claude on Lambda"
 VERSION = "1.0.0"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import json
 import re
 import sys
@@ -32,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from local import docs
 from local.instances import FunctionPool, WebAdapterPool, WebInstance
+from local.lambda_context import LambdaContext
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "claude"
@@ -63,34 +63,6 @@ class Route:
         pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
         found = re.match(pattern, path)
         return found.groupdict() if found else None
-
-
-class LambdaContext:
-    """What a handler may read from its context, with a real countdown to the timeout."""
-
-    def __init__(self, function_name: str, timeout: float, memory_mb: int = 512) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = memory_mb
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + timeout
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def load_module(path: Path, name: str) -> Any:
-    """Import a function's module by path: every function has an app.py, so names must differ."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def routes_from_template(doc: dict[str, Any], default_timeout: float) -> list[Route]:

@@ -25,13 +25,13 @@ import base64
 import logging
 import os
 import threading
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+
+from local.lambda_context import LambdaContext
 
 log = logging.getLogger("local.sqs_source")
 
@@ -84,24 +84,6 @@ def sqs_events(template: dict[str, Any], parameters: dict[str, str]) -> list[Sqs
                 )
             )
     return found
-
-
-@dataclass
-class FakeLambdaContext:
-    """The attributes of Lambda's context object that handlers and Powertools read."""
-
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-    timeout_seconds: float = 30.0
-    started: float = field(default_factory=time.monotonic)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.started + self.timeout_seconds - time.monotonic()) * 1000))
 
 
 def _message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -242,14 +224,7 @@ class SqsEventSource:
 
     def _invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         event = build_event(messages, self.queue_arn)
-        region = event["Records"][0]["awsRegion"]
-        account = self.queue_arn.split(":")[4] if self.queue_arn.count(":") >= 5 else "123456789012"
-        context = FakeLambdaContext(
-            function_name=self.function_name,
-            invoked_function_arn=f"arn:aws:lambda:{region}:{account}:function:{self.function_name}",
-            log_group_name=f"/aws/lambda/{self.function_name}",
-            timeout_seconds=self.function_timeout,
-        )
+        context = LambdaContext(self.function_name, self.function_timeout)
         with self._count_lock:
             self.invocations += 1
         batch = {m["MessageId"] for m in messages}

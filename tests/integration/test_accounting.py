@@ -27,8 +27,8 @@ from claudekit.deadline import Deadline
 from claudekit.errors import ConfigurationError
 from claudekit.settings import Settings
 from claudekit.store.ledger import Ledger
+from local.lambda_context import LambdaContext
 from local.simulator import Fault, Latency, Simulator
-from local.sqs_source import FakeLambdaContext
 from tests.conftest import emf_records, metric_values
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,9 +187,7 @@ def test_generate_route_answers_422_without_retry_after(
 
     response = generate_app.handler(
         event,
-        FakeLambdaContext(
-            function_name="GenerateFunction", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:g"
-        ),
+        LambdaContext("GenerateFunction"),
     )
     assert response["statusCode"] == 422
     assert "Retry-After" not in (response.get("headers") or {})

@@ -17,8 +17,10 @@ import pytest
 
 from claudekit.claude.client import reset_client
 from functions.stream import app as stream_app
+from local.instances import load_module
+from local.lambda_context import LambdaContext
 from local.serve import serve_in_thread
-from local.shim import ROOT, LambdaContext, load_module
+from local.shim import ROOT
 from local.simulator import Fault, Simulator
 from tests.integration.test_stream import parse_sse, stream_headers
 

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from claudekit.claude.client import reset_client
-from local.shim import ROOT, LambdaContext, load_module
+from local.instances import load_module
+from local.lambda_context import LambdaContext
+from local.shim import ROOT
 from local.simulator import Fault, Simulator
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from local.shim import ROOT, LambdaContext, load_module
+from local.instances import load_module
+from local.lambda_context import LambdaContext
+from local.shim import ROOT
 from local.simulator import Simulator
 
 CASES = [

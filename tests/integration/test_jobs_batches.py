@@ -28,9 +28,10 @@ from claudekit.store.jobs import JobStore
 from claudekit.tasks.jobs import queue
 from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
+from local.lambda_context import LambdaContext
 from local.simulator import Fault, Simulator
-from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
-from tests.integration.queues import drain, set_env, wait_for
+from local.sqs_source import SqsEventSource, build_event
+from tests.helpers import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES_PATH = "/v1/messages/batches"
@@ -43,12 +44,8 @@ HAIKU_INPUT, HAIKU_OUTPUT = Decimal("0.1"), Decimal("0.5")
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def context(timeout: float = 30.0) -> FakeLambdaContext:
-    return FakeLambdaContext(
-        function_name="test",
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:test",
-        timeout_seconds=timeout,
-    )
+def context(timeout: float = 30.0) -> LambdaContext:
+    return LambdaContext("test", timeout)
 
 
 def rest_event(name: str, user: str, body: Any = None, job_id: str | None = None) -> dict[str, Any]:

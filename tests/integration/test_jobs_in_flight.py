@@ -20,7 +20,7 @@ from claudekit.store.jobs import JobStore
 from local.aws import LocalAws
 from local.simulator import Fault, Simulator
 from local.sqs_source import SqsEventSource
-from tests.integration.queues import wait_for
+from tests.helpers import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures used by name)
     jobs_env,
     post_jobs,

@@ -19,7 +19,7 @@ from claudekit.tasks.jobs.worker import JobWorker
 from local.aws import LocalAws
 from local.simulator import Fault, Simulator
 from local.sqs_source import SqsEventSource, build_event
-from tests.integration.queues import set_env, wait_for
+from tests.helpers import set_env, wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
     context,
     get_job,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from local.instances import FunctionPool, InvocationFailed
-from local.shim import LambdaContext
+from local.lambda_context import LambdaContext
 
 APP = """
 import os

@@ -23,7 +23,9 @@ from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.store import ledger
 from claudekit.telemetry import hash_user
-from local.shim import ROOT, LambdaContext, load_module
+from local.instances import load_module
+from local.lambda_context import LambdaContext
+from local.shim import ROOT
 from local.simulator import Simulator
 
 PLANS = {

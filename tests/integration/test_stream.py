@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +24,11 @@ import pytest
 
 from claudekit.claude.client import get_client, reset_client
 from functions.stream import app as stream_app
+from local.lambda_context import LambdaContext
 from local.serve import serve_in_thread
 from local.simulator import Fault, Latency, Simulator
 from tests.conftest import emf_records, metric_values
+from tests.helpers import wait_for
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 TIMEOUT = httpx2.Timeout(15.0)
@@ -147,15 +149,6 @@ def post_stream(
         else:
             reply.json = json.loads(response.read())
     return reply
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def body(prompt: str = "Explain retries with jitter in two sentences.", **fields: Any) -> dict[str, Any]:
@@ -492,17 +485,6 @@ def test_client_disconnect_before_the_first_byte_abandons_the_call(
 # ---- usage accounting: streamed == unstreamed ---------------------------------------------------
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "GenerateFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:GenerateFunction"
-    aws_request_id: str = "inv-generate"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 def post_generate(payload: dict[str, Any], user: str) -> dict[str, Any]:
     """POST /generate through its real handler with an API Gateway event (what /generate reports)."""
     event = json.loads((EVENTS / "generate.json").read_text())
@@ -510,7 +492,7 @@ def post_generate(payload: dict[str, Any], user: str) -> dict[str, Any]:
     event["requestContext"]["authorizer"]["claims"]["sub"] = user
     from functions.generate import app as generate_app  # imported with settings in place: it builds the client
 
-    response = generate_app.handler(event, FakeLambdaContext())  # type: ignore[arg-type]
+    response = generate_app.handler(event, LambdaContext("GenerateFunction"))
     assert response["statusCode"] == 200, response["body"]
     return dict(json.loads(response["body"]))
 

@@ -26,7 +26,9 @@ from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
 from claudekit.store.cooldown import REFRESH_SECONDS
 from local.aws import LocalAws
-from local.shim import ROOT, LambdaContext, load_module
+from local.instances import load_module
+from local.lambda_context import LambdaContext
+from local.shim import ROOT
 from local.simulator import Fault, Simulator
 
 # A string JSON accepts but no encoder can send.

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import Response
 from claudekit.http import rest
 from claudekit.tasks.classify import ClassifyOut
 from claudekit.tasks.models import UsageOut
-from local.shim import LambdaContext
+from local.lambda_context import LambdaContext
 
 EVENT = json.loads((Path(__file__).resolve().parents[2] / "events" / "usage.json").read_text())
 USAGE = UsageOut(input_tokens=1, output_tokens=2, cache_creation_input_tokens=0, cache_read_input_tokens=0)

@@ -1,4 +1,4 @@
-"""Queue and settings helpers shared by the jobs tests."""
+"""Helpers shared by the tests: wait for a condition, set the functions' environment, empty a queue."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 
 from claudekit.settings import get_settings
 
-# The variable that sets how many records of one SQS event the worker runs at once (one place for its name).
-
 
 def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
     """Set the functions' environment and make the next `get_settings()` read it."""
@@ -20,13 +18,16 @@ def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
     get_settings.cache_clear()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:
+    """True once `predicate()` is; an AssertionError if it is still false after `timeout` seconds."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
-            return
+            return True
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    if predicate():
+        return True
+    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def drain(sqs: Any, url: str) -> None:
