@@ -43,7 +43,7 @@ test: lint typecheck scan
 scan: venv $(SCAN_VENV)/.installed
 	$(PY) -m local.deps check
 	$(SCAN_VENV)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
-	$(SCAN_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
+	$(SCAN_VENV)/bin/checkov -f template.yaml --config-file .checkov.yaml --compact --quiet --skip-download
 
 $(SCAN_VENV)/.installed:
 	$(PYTHON) -m venv $(SCAN_VENV)
