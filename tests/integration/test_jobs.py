@@ -264,7 +264,20 @@ def test_a_message_delivered_twice_calls_upstream_once(
     assert get_client().ledger.report(OWNER)["requests"] >= 1
 
 
-def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
+def set_running(job_id: str, lease_until: float) -> None:
+    """What a crash after the Claude call, before the result write, leaves: the job running, leased
+    to the crashed delivery until its invocation's time is over, and no result."""
+    store = JobStore(get_settings().table_name)
+    store.client.update_item(
+        TableName=store.table_name,
+        Key={"id": {"S": f"job#{job_id}"}},
+        UpdateExpression="SET #s = :r, lease_until = :l REMOVE #res",
+        ExpressionAttributeNames={"#s": "status", "#res": "result"},
+        ExpressionAttributeValues={":r": {"S": "running"}, ":l": {"N": str(int(lease_until))}},
+    )
+
+
+def test_a_crash_before_the_result_write_holds_the_job_until_the_crashed_invocation_is_over(
     sim: Simulator, local_aws: LocalAws, worker: JobWorker
 ) -> None:
     user = f"user-{uuid.uuid4()}"
@@ -274,26 +287,86 @@ def test_a_lost_result_write_is_replayed_without_calling_or_charging_again(
     messages = receive(local_aws)
     event = build_event(messages, local_aws.arns["JobsQueue"])
     assert worker.handle(event, context()) == {"batchItemFailures": []}
-    first = get_job(job_id, user)[1]["result"]
     charged = get_client().ledger.report(user)
-    # Simulate a crash after the Claude call but before the result was written: the job reads running.
-    store = JobStore(get_settings().table_name)
-    store.client.update_item(
-        TableName=store.table_name,
-        Key={"id": {"S": f"job#{job_id}"}},
-        UpdateExpression="SET #s = :r REMOVE #res",
-        ExpressionAttributeNames={"#s": "status", "#res": "result"},
-        ExpressionAttributeValues={":r": {"S": "running"}},
-    )
+    set_running(job_id, time.time() + 60)
 
-    assert worker.handle(event, context()) == {"batchItemFailures": []}
+    # While the crashed invocation could still be running, a redelivery neither calls nor charges.
+    response = worker.handle(event, context())
 
+    assert response == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
     assert calls(sim, text) == 1
-    _, job = get_job(job_id, user)
-    assert job["status"] == "succeeded" and job["result"] == first
-    again = get_client().ledger.report(user)
-    assert again["requests"] == charged["requests"] == 1
-    assert again["cost_usd"] == charged["cost_usd"]
+    assert get_job(job_id, user)[1]["status"] == "running"
+    assert get_client().ledger.report(user)["requests"] == charged["requests"] == 1
+
+    # Once its time is over the job is run again (as Powertools' in-progress record allowed):
+    # there is no second record that could hold a result the job record lacks.
+    set_running(job_id, time.time() - 10)
+    assert worker.handle(event, context()) == {"batchItemFailures": []}
+    assert calls(sim, text) == 2
+    assert get_job(job_id, user)[1]["status"] == "succeeded"
+
+
+# The job's own DynamoDB calls: the claim (one conditional update) and the result (one
+# transaction with the owner's in-flight count); the admission and the settlement are the
+# client's. No read of the job record, no idempotency record.
+JOB_RECORD_CALLS = {"dynamodb.UpdateItem [job#]": 1, "dynamodb.TransactWriteItems [job#]": 1}
+DYNAMODB_CALLS_PER_JOB = 4  # + the clock-driven refreshes (breaker, cooldown): counted apart
+
+
+def test_a_job_costs_four_dynamodb_calls_and_no_read_of_its_record(
+    sim: Simulator, local_aws: LocalAws, worker: JobWorker
+) -> None:
+    from benchmarks.awscalls import AwsCalls
+
+    count = 10
+    post_jobs([{"task": "summarize", "input": f"Counted {i}. {uuid.uuid4()}"} for i in range(count)])
+    messages: list[dict[str, Any]] = []
+    wait_for(lambda: bool(messages.extend(receive(local_aws)) or len(messages) == count), timeout=10)
+    event = build_event(messages, local_aws.arns["JobsQueue"])
+    with AwsCalls() as counter:
+        assert worker.handle(event, context()) == {"batchItemFailures": []}
+        seen = counter.take()
+
+    by_name = AwsCalls.counts(seen)
+    for name, per_job in JOB_RECORD_CALLS.items():
+        assert by_name[name] == per_job * count, by_name
+    assert not [c for c in seen if c.item in ("job#", "idem#") and c.operation == "GetItem"], by_name
+    assert not [c for c in seen if c.item == "idem#"], by_name
+    # The breaker's state and the cooldowns are read together (BatchGetItem) when their cache expires.
+    dynamodb = [c for c in seen if c.service == "dynamodb" and not c.is_refresh and c.operation != "BatchGetItem"]
+    assert len(dynamodb) <= DYNAMODB_CALLS_PER_JOB * count, by_name
+
+
+@pytest.mark.parametrize(
+    ("forge", "status"),
+    [
+        (lambda m: {**m, "user": f"mallory-{uuid.uuid4()}"}, "queued"),  # another user's job: untouched
+        (lambda m: {**m, "input": m["input"] + " and more"}, "failed"),  # not the job's input
+        (lambda m: {**m, "job_id": str(uuid.uuid4())}, None),  # no such job
+    ],
+    ids=["owner", "input", "unknown"],
+)
+def test_a_message_that_does_not_match_its_job_never_runs(
+    sim: Simulator, local_aws: LocalAws, worker: JobWorker, forge: Callable[[dict[str, Any]], Any], status: str | None
+) -> None:
+    text = f"Summarise the original. {uuid.uuid4()}"
+    _, body = post_jobs([{"task": "summarize", "input": text}])
+    job_id = body["jobs"][0]["id"]
+    (original,) = receive(local_aws)
+    sqs = local_aws.client("sqs")
+    sqs.delete_message(QueueUrl=local_aws.physical["JobsQueue"], ReceiptHandle=original["ReceiptHandle"])
+    sqs.send_message(
+        QueueUrl=local_aws.physical["JobsQueue"], MessageBody=json.dumps(forge(json.loads(original["Body"])))
+    )
+    (forged,) = receive(local_aws)
+
+    response = worker.handle(build_event([forged], local_aws.arns["JobsQueue"]), context())
+
+    # Reported failed at once, on its way to the dead-letter queue, without an upstream call.
+    assert response == {"batchItemFailures": [{"itemIdentifier": forged["MessageId"]}]}
+    assert [r for r in sim.message_requests() if text in prompt_of(r)] == []
+    if status is not None:
+        assert statuses([job_id])[job_id] == status
 
 
 # ---- (d) partial batch failures --------------------------------------------------------------

@@ -7,6 +7,7 @@ POST /jobs runs through the jobs function's handler; jobs run through the local 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -129,9 +130,13 @@ def test_a_redriven_failed_job_counts_again_until_it_ends(capped: None) -> None:
 
     assert store.to_failed(job_id, error, message_id="m1") and in_flight(user) == 0
     assert store.to_failed(job_id, error, message_id="m1") and in_flight(user) == 0  # no second release
-    assert store.to_running(job_id, "m2") and in_flight(user) == 1  # a redrive from the DLQ
-    assert store.to_running(job_id, "m3") and in_flight(user) == 1  # a crashed attempt: still one
-    assert store.to_succeeded(job_id, {"text": "ok"}) and in_flight(user) == 0
+    record = store.get(job_id) or {}
+    match = {"owner": user, "task": record["task"], "input_sha256": record["input_sha256"]}
+    assert store.claim(job_id, "m2", **match, lease_until=time.time() - 10).won and in_flight(user) == 1  # a redrive
+    # A crashed attempt (its lease is over) is claimed again: still one in flight.
+    assert store.claim(job_id, "m3", **match, lease_until=time.time() + 60).won and in_flight(user) == 1
+    assert not store.claim(job_id, "m4", **match, lease_until=time.time() + 60).won  # m3 holds the lease
+    assert store.to_succeeded(job_id, {"text": "ok"}, owner=user) and in_flight(user) == 0
     assert not store.to_failed(job_id, error, message_id="m4") and in_flight(user) == 0
 
 

@@ -5,12 +5,17 @@ nobody fills the shared queue alone. The count is exact under concurrency: `crea
 submission's jobs with a conditional update (refused whole past the cap), and every move into
 or out of flight changes the count in the same transaction as the job's status, so a job that
 ends (succeeded, failed, failed on its way to the DLQ) always leaves the count, exactly once.
+
+The worker claims a job with one conditional write that also checks the message against the
+record (`claim`), and records the result in the same write that ends it (`to_succeeded`): the job
+record is its own idempotency record, so a job costs two writes of its own and no read.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +28,7 @@ from claudekit.tasks.jobs.models import now_iso
 from claudekit.telemetry import hash_user, logger
 
 # Attribute names that are reserved words in DynamoDB expressions.
-_NAMES = {"#s": "status", "#r": "result", "#e": "error", "#m": "mode"}
+_NAMES = {"#s": "status", "#r": "result", "#e": "error", "#m": "mode", "#o": "owner", "#t": "task", "#l": "lease_until"}
 
 
 def job_key(job_id: str) -> dict[str, str]:
@@ -40,6 +45,15 @@ _IN_FLIGHT_VALUES = {":q_in": "queued", ":r_in": "running"}
 
 
 # ---- the job records ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `JobStore.claim` found: `won` (this delivery runs the job now), else the record as it
+    was (None: there is no such job), for the caller to tell a duplicate from a stranger."""
+
+    won: bool
+    record: dict[str, Any] | None = None
 
 
 class JobStore:
@@ -129,14 +143,29 @@ class JobStore:
         return True
 
     def _update_counted(
-        self, job_id: str, expression: str, condition: str, values: dict[str, Any], *, leaving: bool
+        self,
+        job_id: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        leaving: bool,
+        owner: str | None = None,
     ) -> bool:
         """The update plus the owner's in-flight count (-1 leaving flight, +1 entering), in one
         transaction that holds only if the job really crosses (from in flight when leaving, from
-        failed when entering). False when the job is not there or has not that status."""
-        record = self.get(job_id)
-        if record is None or "owner" not in record:
-            return False
+        failed when entering). False when the job is not there or has not that status.
+
+        The owner is read from the record unless the caller knows it (then the job's condition
+        checks it, so a wrong owner is never counted)."""
+        if owner is None:
+            record = self.get(job_id)
+            if record is None or "owner" not in record:
+                return False
+            owner = str(record["owner"])
+        else:
+            condition = f"({condition}) AND #o = :owner"
+            values = {**values, ":owner": owner}
         crossing = "#s IN (:q_in, :r_in)" if leaving else "#s = :f_out"
         job = self._update_item(
             job_id,
@@ -147,7 +176,7 @@ class JobStore:
         job["ExpressionAttributeNames"]["#s"] = "status"
         counter = {
             "TableName": self.table_name,
-            "Key": to_ddb(in_flight_key(str(record["owner"]))),
+            "Key": to_ddb(in_flight_key(owner)),
             "UpdateExpression": "ADD jobs :n",
             "ExpressionAttributeValues": to_ddb({":n": -1 if leaving else 1}),
         }
@@ -159,38 +188,83 @@ class JobStore:
             raise
         return True
 
-    def _finish(self, job_id: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
+    def _finish(self, job_id: str, expression: str, condition: str, values: dict[str, Any], owner: str | None) -> bool:
         """A move to succeeded or failed: from queued or running it leaves flight (counted);
         from failed (a late result, a second failure) the count has already been given back."""
-        return self._update_counted(job_id, expression, condition, values, leaving=True) or self._update(
+        return self._update_counted(job_id, expression, condition, values, leaving=True, owner=owner) or self._update(
             job_id, expression, f"({condition}) AND NOT #s IN (:q_in, :r_in)", {**values, **_IN_FLIGHT_VALUES}
         )
 
-    def to_running(self, job_id: str, message_id: str) -> bool:
-        """queued | running (a crashed attempt) | failed (a redrive) -> running; never from succeeded.
+    def claim(
+        self, job_id: str, message_id: str, *, owner: str, task: str, input_sha256: str, lease_until: float
+    ) -> Claim:
+        """queued | running past its lease (a crashed attempt) | failed by another delivery (a
+        redrive) -> running, leased to this delivery until `lease_until` (epoch seconds: when its
+        invocation ends). Never from succeeded, nor while another delivery holds the lease.
 
-        A redriven job enters flight again, so that move is counted."""
+        One conditional write that also checks the message against the record (owner, task, input
+        digest); only when it fails does the answer carry the record, to say why. A redriven job
+        enters flight again, so that move is counted (a transaction, on that rare path only).
+        """
         expression = (
-            "SET #s = :running, updated_at = :now, started_at = :now, message_id = :mid "
+            "SET #s = :running, updated_at = :now, started_at = :now, message_id = :mid, #l = :lease "
             "ADD attempts :one REMOVE failed_message_id"
         )
-        values = {":running": "running", ":ok": "succeeded", ":mid": message_id, ":one": 1}
-        condition = "attribute_exists(id) AND #s <> :ok"
-        return self._update(
-            job_id, expression, f"{condition} AND #s IN (:q_in, :r_in)", {**values, **_IN_FLIGHT_VALUES}
-        ) or self._update_counted(job_id, expression, condition, values, leaving=False)
+        matches = "#o = :owner AND #t = :task AND input_sha256 = :digest"
+        values = {
+            ":running": "running",
+            ":mid": message_id,
+            ":one": 1,
+            ":lease": int(lease_until) + 1,
+            ":owner": owner,
+            ":task": task,
+            ":digest": input_sha256,
+        }
+        free = "(#s = :q_in OR (#s = :r_in AND (attribute_not_exists(#l) OR #l < :clock)))"
+        update = self._update_item(
+            job_id,
+            expression,
+            f"{matches} AND {free}",
+            {**values, **_IN_FLIGHT_VALUES, ":clock": int(time.time())},
+        )
+        try:
+            self.client.update_item(**update, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            old: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            record = from_ddb(old) if old else None
+        else:
+            return Claim(True)
+        if (
+            record is not None
+            and record.get("status") == "failed"
+            and record.get("failed_message_id") != message_id
+            and (record.get("owner"), record.get("task"), record.get("input_sha256")) == (owner, task, input_sha256)
+            and self._update_counted(job_id, expression, matches, values, leaving=False, owner=owner)
+        ):
+            return Claim(True)
+        return Claim(False, record)
 
-    def to_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
-        """-> succeeded. A real result wins over any earlier state except another success."""
+    def to_succeeded(self, job_id: str, result: dict[str, Any], *, owner: str | None = None) -> bool:
+        """-> succeeded with the result, in one write. A real result wins over any earlier state
+        except another success. `owner` (when the caller knows it) saves reading the record."""
         return self._finish(
             job_id,
-            "SET #s = :ok, updated_at = :now, finished_at = :now, #r = :result REMOVE #e, failed_message_id",
+            "SET #s = :ok, updated_at = :now, finished_at = :now, #r = :result REMOVE #e, failed_message_id, #l",
             "attribute_exists(id) AND #s <> :ok",
             {":ok": "succeeded", ":result": json.dumps(result, separators=(",", ":"))},
+            owner,
         )
 
     def to_failed(
-        self, job_id: str, error: dict[str, str], *, message_id: str | None, only_from: str | None = None
+        self,
+        job_id: str,
+        error: dict[str, str],
+        *,
+        message_id: str | None,
+        only_from: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """-> failed with the reason. `message_id` names the delivery now on its way to the DLQ."""
         condition = "attribute_exists(id) AND #s <> :ok"
@@ -198,11 +272,11 @@ class JobStore:
         if only_from is not None:
             condition += " AND #s = :from"
             values[":from"] = only_from
-        expression = "SET #s = :failed, updated_at = :now, finished_at = :now, #e = :error"
+        expression = "SET #s = :failed, updated_at = :now, finished_at = :now, #e = :error REMOVE #l"
         if message_id is not None:
-            expression += ", failed_message_id = :mid"
+            expression = expression.replace(" REMOVE", ", failed_message_id = :mid REMOVE")
             values[":mid"] = message_id
-        return self._finish(job_id, expression, condition, values)
+        return self._finish(job_id, expression, condition, values, owner)
 
     def to_batch_running(self, job_ids: list[str], batch_id: str) -> bool:
         """queued -> running with the batch id, all in one transaction (False if any was not queued)."""
@@ -251,10 +325,11 @@ class JobStore:
         return self._update_counted(job_id, expression, "#m = :batch", values, leaving=True)
 
     def to_queued(self, job_id: str, error: dict[str, str]) -> bool:
-        """running -> queued after a transient failure; the last error stays visible meanwhile."""
+        """running -> queued after a transient failure (the lease given up, so the next delivery
+        may claim it at once); the last error stays visible meanwhile."""
         return self._update(
             job_id,
-            "SET #s = :queued, updated_at = :now, last_error = :error",
+            "SET #s = :queued, updated_at = :now, last_error = :error REMOVE #l",
             "#s = :running",
             {":queued": "queued", ":running": "running", ":error": error},
         )
@@ -286,24 +361,32 @@ class QueueInfo:
 
 
 _queues: dict[str, QueueInfo] = {}
+_queues_lock = threading.Lock()
 
 
 def queue_info(url: str, sqs: Any) -> QueueInfo:
-    """maxReceiveCount from the queue's RedrivePolicy (None: no DLQ, so nothing is ever the last receive)."""
-    info = _queues.get(url)
-    if info is None:
-        max_receive: int | None = None
-        try:
-            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
-            policy = attributes.get("RedrivePolicy")
-            if policy:
-                max_receive = int(json.loads(policy)["maxReceiveCount"])
-        except (ClientError, BotoCoreError, KeyError, ValueError):
-            logger.exception("could not read the queue's redrive policy")
-        if max_receive is None:
-            logger.error("jobs queue has no redrive policy: failed jobs cannot reach a dead-letter queue")
-        info = _queues[url] = QueueInfo(url, max_receive)
-    return info
+    """maxReceiveCount from the queue's RedrivePolicy (None: no DLQ, so nothing is ever the last receive).
+
+    Read under a lock: the first invocations of a container arrive together, and one read serves all."""
+    with _queues_lock:
+        info = _queues.get(url)
+        if info is None:
+            info = _queues[url] = QueueInfo(url, _max_receive_count(url, sqs))
+        return info
+
+
+def _max_receive_count(url: str, sqs: Any) -> int | None:
+    max_receive: int | None = None
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        policy = attributes.get("RedrivePolicy")
+        if policy:
+            max_receive = int(json.loads(policy)["maxReceiveCount"])
+    except (ClientError, BotoCoreError, KeyError, ValueError):
+        logger.exception("could not read the queue's redrive policy")
+    if max_receive is None:
+        logger.error("jobs queue has no redrive policy: failed jobs cannot reach a dead-letter queue")
+    return max_receive
 
 
 _clients: dict[str, Any] = {}

@@ -1,9 +1,14 @@
 """The SQS worker: run each queued job at most once, however often SQS delivers its message.
 
+The job record is its own idempotency record. One conditional write claims the job
+(queued -> running, with the message id and a lease until this invocation ends) and checks the
+message against the record; the result is stored by the one write that ends the job. So:
+
 - the job record says `succeeded`: the message is a duplicate, delete it;
-- otherwise the Claude call runs inside Powertools idempotency keyed by the job id, so a
-  redelivery after a crash or a lost write replays the stored result instead of calling (and
-  charging) again;
+- another delivery holds the lease (it is running the job right now, or crashed while its
+  invocation still had time): look again later; once that invocation's time is over, a crashed
+  attempt's job is claimed and run again (Powertools idempotency did the same with its
+  in-progress record);
 - upstream outages (overload, rate limit, open circuit, 5xx, timeout) re-schedule the job as a
   fresh, delayed copy of its message (delay from retry-after, growing), so waiting never spends
   the receives that catch poison messages; a job gives up only after JOB_MAX_AGE_SECONDS;
@@ -12,6 +17,7 @@
 
 Status moves queued -> running -> succeeded | failed (running -> queued between retries), each
 move a conditional write, so a late or duplicate worker can never overwrite a finished job.
+A job costs the claim, the admission, the settlement and the result: four DynamoDB writes.
 Poll messages of Message Batches jobs go to `batch_mode.Poller`.
 """
 
@@ -26,12 +32,6 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
@@ -52,10 +52,6 @@ from claudekit.tasks.jobs.models import (
 )
 from claudekit.tasks.jobs.queue import RecordReturned
 from claudekit.telemetry import logger
-
-
-class _JobFinished(Exception):
-    """The job succeeded elsewhere while this delivery waited."""
 
 
 class ConcurrentBatchProcessor(BatchProcessor):
@@ -88,7 +84,6 @@ class JobWorker:
         self.concurrency = self.settings.worker_record_concurrency
         self.client = client
         self.store = store_for(self.settings)
-        self.persistence = DynamoDBPersistenceLayer(table_name=self.settings.table_name)
         if not self.settings.jobs_queue_url:
             raise InternalError("the jobs queue is not configured")
         self.queue_url = self.settings.jobs_queue_url
@@ -108,22 +103,9 @@ class JobWorker:
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         sqs = queue.sqs()
         info = queue_info(self.queue_url, sqs)
-        config = IdempotencyConfig(
-            event_key_jmespath="job_id",
-            expires_after_seconds=self.settings.job_ttl_seconds,
-            raise_on_no_idempotency_key=True,
-        )
-        config.register_lambda_context(context)
-        run_once = idempotent_function(
-            self._execute,
-            data_keyword_argument="job",
-            persistence_store=self.persistence,
-            config=config,
-            key_prefix="idem#job",
-        )
 
         def record_handler(record: SQSRecord) -> str:
-            return self._process(record, context, sqs, info, run_once)
+            return self._process(record, context, sqs, info)
 
         processor = ConcurrentBatchProcessor(self._pool())
         response = process_partial_response(
@@ -133,7 +115,7 @@ class JobWorker:
 
     # -- one record ---------------------------------------------------------------------
 
-    def _process(self, record: SQSRecord, context: LambdaContextLike, sqs: Any, info: QueueInfo, run_once: Any) -> str:
+    def _process(self, record: SQSRecord, context: LambdaContextLike, sqs: Any, info: QueueInfo) -> str:
         poll = batch_mode.parse_poll(record.body)
         if poll is not None:
             return self.poller.poll(record, context, sqs, poll)
@@ -141,7 +123,8 @@ class JobWorker:
         last = info.max_receive_count is not None and receive_count >= info.max_receive_count
         message_id = record.message_id
 
-        if context.get_remaining_time_in_millis() / 1000 < self.settings.job_min_start_seconds:
+        remaining = context.get_remaining_time_in_millis() / 1000
+        if remaining < self.settings.job_min_start_seconds:
             # Not started, not touched: back to the queue (or re-sent, if this was its last receive).
             if last:
                 parsed = _parse(record.body)
@@ -154,35 +137,20 @@ class JobWorker:
         if message is None:
             self._fail_job_of_unreadable(record.body, message_id)
             return self._poison(sqs, record, info, "malformed message")
-        job = self.store.get(message.job_id)
-        if job is None:
-            return self._poison(sqs, record, info, "unknown job")
-        if job.get("owner") != message.user:
-            return self._poison(sqs, record, info, "message user is not the job's owner")
-        if job.get("task") != message.task or job.get("input_sha256") != input_digest(message.input):
-            self.store.to_failed(
-                message.job_id,
-                {"code": "INTERNAL_ERROR", "message": "the job's message does not match the job"},
-                message_id=message_id,
-            )
-            return self._poison(sqs, record, info, "message does not match the job")
-        status = job.get("status")
-        if status == "succeeded":
-            return "duplicate"
-        if status == "failed" and job.get("failed_message_id") == message_id:
-            # This delivery already failed the job; it is on its way to the DLQ.
-            return self._poison(sqs, record, info, "job already failed")
+        # The lease lasts as long as this invocation may: past it, this attempt is surely over.
+        claim = self.store.claim(
+            message.job_id,
+            message_id,
+            owner=message.user,
+            task=message.task,
+            input_sha256=input_digest(message.input),
+            lease_until=time.time() + remaining,
+        )
+        if not claim.won:
+            return self._not_claimed(sqs, record, info, message, claim.record, last)
 
         try:
-            result: dict[str, Any] = run_once(job=message.model_dump(), message_id=message_id, context=context)
-        except _JobFinished:
-            return "duplicate"
-        except IdempotencyAlreadyInProgressError:
-            # Another delivery of this job is running right now; look again later.
-            if last and self._defer(sqs, message, self.settings.job_in_progress_retry_seconds):
-                return "deferred"
-            self._visibility(sqs, record, self.settings.job_in_progress_retry_seconds)
-            raise RecordReturned("in progress elsewhere") from None
+            result = self._run(message, context)
         except RateLimited as exc:
             # The owner's minute window is full: wait for the next one without using up a receive.
             self.store.to_queued(message.job_id, error_of(exc))
@@ -197,28 +165,67 @@ class JobWorker:
             logger.exception("job failed unexpectedly", extra={"job_id": message.job_id})
             if last:
                 return self._terminal(sqs, record, info, message, InternalError())
+            # Give the lease up so the redelivery may run the job (best effort: else it waits it out).
+            try:
+                self.store.to_queued(message.job_id, error_of(InternalError()))
+            except (ClientError, BotoCoreError):
+                logger.exception("could not give a job's lease up")
             self._visibility(sqs, record, self._retry_delay(None, receive_count))
             raise RecordReturned(f"retry later: {type(exc).__name__}") from None
 
-        # The result is safe in the idempotency record: if this write fails, a redelivery replays it.
+        # The result and the end of the job in one write. If it fails the lease stays: the job is
+        # run again only once this invocation's time is over (a crash here would do the same).
         try:
-            self.store.to_succeeded(message.job_id, result)
+            self.store.to_succeeded(message.job_id, result, owner=message.user)
         except (ClientError, BotoCoreError) as exc:
-            logger.exception("could not record a job's result; it will be replayed")
+            logger.exception("could not record a job's result")
             self._visibility(sqs, record, self._retry_delay(None, receive_count))
             raise RecordReturned("result not recorded") from exc
         logger.info("job succeeded", extra={"job_id": message.job_id, "receive_count": receive_count})
         return "succeeded"
 
-    def _execute(self, job: dict[str, Any], message_id: str, context: LambdaContextLike) -> dict[str, Any]:
-        """The once-only part: mark running, call Claude (reserving and charging the owner's budget)."""
-        message = JobMessage.model_validate(job)
-        if not self.store.to_running(message.job_id, message_id):
-            raise _JobFinished()
+    def _not_claimed(
+        self,
+        sqs: Any,
+        record: SQSRecord,
+        info: QueueInfo,
+        message: JobMessage,
+        job: dict[str, Any] | None,
+        last: bool,
+    ) -> str:
+        """Why the claim failed, from the record as it was: a stranger, a duplicate, or a job
+        another delivery is running."""
+        if job is None:
+            return self._poison(sqs, record, info, "unknown job")
+        if job.get("owner") != message.user:
+            return self._poison(sqs, record, info, "message user is not the job's owner")
+        if job.get("task") != message.task or job.get("input_sha256") != input_digest(message.input):
+            self.store.to_failed(
+                message.job_id,
+                {"code": "INTERNAL_ERROR", "message": "the job's message does not match the job"},
+                message_id=record.message_id,
+                owner=message.user,
+            )
+            return self._poison(sqs, record, info, "message does not match the job")
+        status = job.get("status")
+        if status == "succeeded":
+            return "duplicate"
+        if status == "failed" and job.get("failed_message_id") == record.message_id:
+            # This delivery already failed the job; it is on its way to the DLQ.
+            return self._poison(sqs, record, info, "job already failed")
+        # Another delivery holds the lease (or won a race for it): look again later.
+        wait = self.settings.job_in_progress_retry_seconds
+        if last and self._defer(sqs, message, wait):
+            return "deferred"
+        self._visibility(sqs, record, wait)
+        raise RecordReturned("in progress elsewhere")
+
+    def _run(self, message: JobMessage, context: LambdaContextLike) -> dict[str, Any]:
+        """Call Claude, admitted and charged under the owner's plan, from the groups the job was
+        posted with."""
         deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
-        # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
-        # Admitted under the owner's plan, from the groups the job was posted with.
         with ledger.request(message.groups):
+            # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
             return kinds.run(
                 self.client(),
                 message.item(),
@@ -232,7 +239,7 @@ class JobWorker:
 
     def _terminal(self, sqs: Any, record: SQSRecord, info: QueueInfo, message: JobMessage, exc: ClaudeError) -> str:
         """Mark the job failed with the reason, then send the message on to the DLQ."""
-        self.store.to_failed(message.job_id, error_of(exc), message_id=record.message_id)
+        self.store.to_failed(message.job_id, error_of(exc), message_id=record.message_id, owner=message.user)
         logger.warning("job failed", extra={"job_id": message.job_id, "code": exc.code})
         return self._poison(sqs, record, info, f"failed: {exc.code}")
 
