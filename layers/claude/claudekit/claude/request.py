@@ -138,7 +138,7 @@ def output_schema(output: type[BaseModel]) -> dict[str, Any]:
     return loaded
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)  # bounded: it keeps its model classes alive
 def _schema_json(output: type[BaseModel]) -> str:
     return json.dumps(anthropic.transform_schema(output.model_json_schema()))
 

@@ -57,8 +57,8 @@ def classify_request(
 
 
 # Callers tend to send the same label sets again: building a pydantic model (and, in the client, its
-# JSON schema) per request costs a few milliseconds, so the last few hundred sets are kept.
-@functools.lru_cache(maxsize=256)
+# JSON schema) per request costs a few milliseconds, so the last 64 sets are kept (a few MB at most).
+@functools.lru_cache(maxsize=64)
 def _classification(labels: tuple[str, ...]) -> type[BaseModel]:
     label_type: Any = Literal[labels]
     return create_model("Classification", __config__=ConfigDict(extra="forbid"), label=(label_type, ...))
