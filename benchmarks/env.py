@@ -17,10 +17,8 @@ LAYER = str(Path(__file__).resolve().parent.parent / "layers" / "claude")
 if LAYER not in sys.path:  # the layer is on the path in Lambda and under pytest; not under `python -m`
     sys.path.insert(0, LAYER)
 
-from aws_lambda_powertools.utilities import parameters  # noqa: E402
 
-from claudekit.claude.client import reset_client  # noqa: E402
-from claudekit.tasks.jobs.worker import reset_worker  # noqa: E402
+from claudekit import runtime  # noqa: E402
 from claudekit.telemetry import logger  # noqa: E402
 from local import aws  # noqa: E402
 from local.simulator import Simulator  # noqa: E402
@@ -48,15 +46,11 @@ def bench_environment(sim: Simulator, **extra: str) -> Iterator[aws.LocalAws]:
             }
         )
         logger.setLevel("WARNING")
-        parameters.clear_caches()  # type: ignore[no-untyped-call]
-        reset_client()
-        reset_worker()
+        runtime.reset()
         yield local
     finally:
         logger.setLevel(saved_level)
         os.environ.clear()
         os.environ.update(saved_env)
-        parameters.clear_caches()  # type: ignore[no-untyped-call]
-        reset_client()
-        reset_worker()
+        runtime.reset()
         local.stop()

@@ -54,8 +54,8 @@ def run(jobs_count: int = JOBS) -> dict[str, Any]:
     from claudekit.tasks.jobs.models import GenerateJob, JobsBody
     from claudekit.tasks.jobs.submit import submit
     from claudekit.tasks.jobs.worker import JobWorker
-    from local.consumer import SqsEventSource
     from local.simulator import Latency, Simulator
+    from local.sqs_source import SqsEventSource
 
     batch_size, pollers, per_batch = template_concurrency()
     with (

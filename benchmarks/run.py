@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENTRIES = ["coldstart", "routes", "stream", "jobs"]
+ENTRIES = ["coldstart", "routes", "stream", "jobs", "localstack"]
 OUT = Path(__file__).resolve().parent / "results.json"
 
 

@@ -3,10 +3,17 @@
 The template is the single list of resources: every DynamoDB table, SQS queue and
 Secrets Manager secret it declares is created in moto, and the functions' environment
 (Globals.Function.Environment) is resolved against those local resources.
+
+Moto's DynamoDB is patched to behave as DynamoDB does where the stack depends on it: atomic
+conditional writes, exact numbers, transactions that cost what their items cost, and items that
+expire by the table's TTL attribute (a sweep every TTL_SWEEP_SECONDS); and moto keeps no copy of
+every item version and message it made, so a long local session stays as fast and as small as a
+new one.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -15,6 +22,7 @@ import threading
 import time
 import urllib.request
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +34,10 @@ from cfn_tools import load_yaml  # type: ignore[import-untyped]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
+# DynamoDB deletes expired items within days; locally a short period keeps the table at its live size.
+TTL_SWEEP_SECONDS = 10.0
+# DynamoDB's TTL ignores a timestamp more than five years in the past (a value in the wrong unit).
+TTL_MAX_AGE_SECONDS = 5 * 365 * 24 * 3600
 
 # boto3 inside the functions reads these; moto accepts any credentials.
 FAKE_CREDENTIALS = {
@@ -45,12 +57,29 @@ class LocalAws:
     endpoint: str
     physical: dict[str, str] = field(default_factory=dict)  # logical id -> name, URL or ARN
     arns: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)  # the template's, overrides applied
     environment: dict[str, str] = field(default_factory=dict)  # the functions' variables, resolved
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _sweeper: threading.Thread | None = None
 
     def client(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)  # type: ignore[call-overload]
 
+    def start_ttl_sweeper(self, every: float = TTL_SWEEP_SECONDS) -> None:
+        def sweep() -> None:
+            while not self._stopping.wait(every):
+                try:
+                    sweep_expired()
+                except Exception:  # a sweep that failed is retried on the next period
+                    logging.getLogger("local.aws").warning("TTL sweep failed", exc_info=True)
+
+        self._sweeper = threading.Thread(target=sweep, name="dynamodb-ttl", daemon=True)
+        self._sweeper.start()
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
         self.server.stop()
 
 
@@ -77,6 +106,129 @@ def _atomic_dynamodb_writes() -> None:
 
         locked._atomic = True  # type: ignore[attr-defined]
         setattr(DynamoDBBackend, name, locked)
+
+
+def _transactions_copy_their_items() -> None:
+    """Make a TransactWriteItems cost what its items cost, not what the whole table costs.
+
+    Moto (5.2) deep-copies every table a transaction names before applying it, to roll back on a
+    failed condition: on a table that holds every rate-limit window, usage day and job, each
+    admission grows slower and the process larger. Here moto's copy of a table is the table itself,
+    and the items the transaction names are copied instead and put back if it fails. Correctness
+    rests on that item copy alone, so a moto that copies differently only costs time, never state.
+    """
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    original = models.DynamoDBBackend.transact_write_items
+    if getattr(original, "_item_scoped", False):
+        return
+
+    class _TableKeepingCopy:
+        """The `copy` module as moto's DynamoDB backend module sees it: tables are not duplicated."""
+
+        @staticmethod
+        def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+        copy = staticmethod(copy.copy)
+
+    setattr(models, "copy", _TableKeepingCopy)  # noqa: B010 - mypy does not see the module's import
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        with _WRITE_LOCK:  # the saved items must be the ones the transaction saw
+            saved = []
+            for entry in transact_items:
+                target = _target(self, entry)
+                if target is not None:
+                    table, hash_key, range_key = target
+                    saved.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
+            try:
+                original(self, transact_items)
+            except Exception:
+                for table, hash_key, range_key, item in reversed(saved):
+                    _restore(table, hash_key, range_key, item)
+                raise
+
+    transact_write_items._item_scoped = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _target(backend: Any, entry: dict[str, Any]) -> tuple[Any, Any, Any] | None:
+    """The table and key one transaction operation writes; None if malformed (moto rejects it unwritten)."""
+    try:
+        _, op = next(iter(entry.items()))
+        table = backend.get_table(op["TableName"])
+        keys = op.get("Key") or {attr: op["Item"][attr] for attr in (table.hash_key_attr, table.range_key_attr) if attr}
+        hash_key, range_key = backend.get_keys_value(table, keys)
+    except Exception:
+        return None
+    return table, hash_key, range_key
+
+
+def _restore(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+    """Put an item back as it was (None: absent), without recording a write."""
+    if range_key is None:
+        if item is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = item
+    elif item is None:
+        table.items.get(hash_key, {}).pop(range_key, None)
+    else:
+        table.items[hash_key][range_key] = item
+
+
+def sweep_expired(now: float | None = None) -> int:
+    """Delete the items whose TTL attribute has passed, in every table with TTL enabled.
+
+    What DynamoDB's TTL does (a Number of epoch seconds, ignored if not a Number or more than five
+    years old), so locally the table holds what it would hold deployed. Returns how many went.
+    """
+    from moto.dynamodb.models import dynamodb_backends
+
+    now = time.time() if now is None else now
+    removed = 0
+    with _WRITE_LOCK:
+        for table in dynamodb_backends[ACCOUNT][REGION].tables.values():
+            if table.ttl.get("TimeToLiveStatus") != "ENABLED":
+                continue
+            name = table.ttl["AttributeName"]
+            expired = []
+            for entry in table.items.values():
+                items: Iterable[Any] = entry.values() if table.has_range_key else (entry,)
+                for item in items:
+                    value = item.attrs.get(name)
+                    if value is None or value.type != "N":
+                        continue
+                    if now - TTL_MAX_AGE_SECONDS < float(value.value) < now:
+                        expired.append((item.hash_key, item.range_key))
+            for hash_key, range_key in expired:
+                table.delete_item(hash_key, range_key)
+            removed += len(expired)
+    return removed
+
+
+class _Untracked(list[Any]):
+    """A model's instance list in moto that keeps nothing."""
+
+    def append(self, _instance: Any) -> None:
+        pass
+
+
+def untrack_per_request_models() -> None:
+    """Stop moto keeping every DynamoDB item and SQS message it ever made.
+
+    Moto appends each instance of its models to a class-level list (for its /moto-api/data.json),
+    so every item version (each write and each rollback copy makes one) and every message stays in
+    memory for the life of the process: the stack grew by gigabytes over a long session. Nothing
+    in the stack reads those lists. Moto's reset replaces them, so this runs after the reset.
+    """
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.sqs.models import Message
+
+    for model in (Item, Message):
+        model.instances_tracked = _Untracked()  # type: ignore[union-attr]
 
 
 def _exact_dynamodb_numbers() -> None:
@@ -164,14 +316,17 @@ def start(
     parameters: dict[str, str] | None = None,
     template: Path = TEMPLATE,
     stack: str = "claude-kit-local",
+    ttl_sweep_seconds: float | None = TTL_SWEEP_SECONDS,
 ) -> LocalAws:
     """Start moto, create the template's resources, and return the resolved environment.
 
     `parameters` override template parameter defaults, as `sam deploy --parameter-overrides`.
+    Expired items are swept every `ttl_sweep_seconds` (None: never; `sweep_expired` on demand).
     """
     os.environ.update({k: os.environ.get(k, v) for k, v in FAKE_CREDENTIALS.items()})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     _atomic_dynamodb_writes()
+    _transactions_copy_their_items()
     _exact_dynamodb_numbers()
     server = _KeepAliveMoto(port)
     server.start()
@@ -180,10 +335,12 @@ def start(
     # Moto keeps its state per process: start every stack from empty, as a new deploy would.
     reset = urllib.request.Request(f"{local.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback http
     urllib.request.urlopen(reset, timeout=10)  # noqa: S310
+    untrack_per_request_models()
     doc = load_template(template)
     params = {name: str(spec.get("Default", "")) for name, spec in doc.get("Parameters", {}).items()}
     params.update(parameters or {})
     resources: dict[str, Any] = doc.get("Resources", {})
+    local.parameters = params
     resolver = _Resolver(params, local, stack)
 
     # Queues referenced by a redrive policy must exist first, so create dead-letter queues early.
@@ -202,6 +359,8 @@ def start(
         resolved = resolver.resolve(value)
         if resolved is not None:
             local.environment[key] = resolved
+    if ttl_sweep_seconds:
+        local.start_ttl_sweeper(ttl_sweep_seconds)
     return local
 
 

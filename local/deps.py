@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "claude"
 FUNCTIONS = ROOT / "functions"
 FIRST_PARTY = frozenset({"claudekit", "app"})
+# Lambda's Python runtime ships these (SnapStart's hook registry): nothing to lock.
+RUNTIME_PROVIDED = frozenset({"snapshot_restore_py"})
 # The environment the locks are for: Lambda's python3.13 on Linux (either architecture).
 TARGET = {
     "python_version": "3.13",
@@ -94,7 +96,7 @@ def imported_modules(sources: Path) -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - FIRST_PARTY - {"__future__"}
+    return names - set(sys.stdlib_module_names) - FIRST_PARTY - RUNTIME_PROVIDED - {"__future__"}
 
 
 def distributions_of(module: str) -> set[str]:

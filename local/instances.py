@@ -157,6 +157,8 @@ class FunctionPool:
         self._starting = 0  # instances being created right now (counted against max_instances)
         self._all: list[Instance] = []
         self._closed = False
+        self._invoking = 0
+        self.peak_invocations = 0  # the most invocations in progress at once (waiting ones included)
 
     @property
     def instances(self) -> int:
@@ -207,6 +209,16 @@ class FunctionPool:
     def __call__(self, event: dict[str, Any], context: ContextLike) -> Any:
         if self._closed:
             raise InvocationFailed("the function is shut down")
+        with self._lock:
+            self._invoking += 1
+            self.peak_invocations = max(self.peak_invocations, self._invoking)
+        try:
+            return self._invoke(event, context)
+        finally:
+            with self._lock:
+                self._invoking -= 1
+
+    def _invoke(self, event: dict[str, Any], context: ContextLike) -> Any:
         timeout = max(0.001, context.get_remaining_time_in_millis() / 1000)
         request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
         instance = self._acquire()

@@ -29,6 +29,7 @@ from local import aws
 from local.instances import FunctionPool, WebAdapterPool
 from local.shim import ROOT, ApiGatewayShim, pools, routes_from_template
 from local.simulator import Latency, Simulator
+from local.sqs_source import SqsEventSource, sqs_events
 
 SIM_KEY = "sk-local-simulator"
 # Template parameter -> the environment variable a developer sets to change it locally.
@@ -60,7 +61,7 @@ class Stack:
         self.sim_latency = sim_latency or Latency(ttft=0.05, tokens_per_second=400)
         self.simulator: Simulator | None = None
         self.local_aws: aws.LocalAws | None = None
-        self.consumers: list[Any] = []
+        self.sqs_sources: list[SqsEventSource] = []
         self.pools: list[FunctionPool | WebAdapterPool] = []
         self.server: uvicorn.Server | None = None
 
@@ -81,7 +82,7 @@ class Stack:
         timeout = float(doc.get("Parameters", {}).get("RequestBudgetSeconds", {}).get("Default", 30))
         routes = routes_from_template(doc, timeout)
         self.pools = pools(routes)
-        self._start_consumers(doc, timeout)
+        self._start_sqs_sources(doc, timeout)
         self._start_pools()
         config = uvicorn.Config(
             ApiGatewayShim(routes),
@@ -94,37 +95,30 @@ class Stack:
         self.server = uvicorn.Server(config)
         return self.server
 
-    def _start_consumers(self, doc: dict[str, Any], default_timeout: float) -> None:
+    def _start_sqs_sources(self, doc: dict[str, Any], default_timeout: float) -> None:
         """Emulate Lambda's SQS event source mapping for each SQS event in the template."""
-        try:
-            from local.consumer import SqsEventSource  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:  # the jobs feature is optional for the HTTP routes
-            return
         assert self.local_aws is not None
-        for logical, resource in doc.get("Resources", {}).items():
-            if resource.get("Type") != "AWS::Serverless::Function":
-                continue
-            props = resource["Properties"]
-            for event in props.get("Events", {}).values():
-                if event.get("Type") != "SQS":
-                    continue
-                queue = event["Properties"]["Queue"]["Fn::GetAtt"]
-                queue_logical = queue[0] if isinstance(queue, list) else str(queue).split(".")[0]
-                timeout = props.get("Timeout")
-                seconds = float(timeout) if isinstance(timeout, int | float) else default_timeout
-                handler = str(props.get("Handler", "app.handler")).split(".")[-1]
-                pool = FunctionPool(logical, ROOT / props["CodeUri"], handler, timeout=seconds)
-                self.pools.append(pool)
-                source = SqsEventSource(
-                    pool,
-                    self.local_aws.physical[queue_logical],
-                    self.local_aws.arns[queue_logical],
-                    endpoint_url=self.local_aws.endpoint,
-                    batch_size=int(event["Properties"].get("BatchSize", 10)),
-                    max_concurrency=2,
-                    function_timeout=seconds,
-                )
-                self.consumers.append(source)
+        for event in sqs_events(doc, self.local_aws.parameters):
+            props = event.properties
+            timeout = props.get("Timeout")
+            seconds = float(timeout) if isinstance(timeout, int | float) else default_timeout
+            handler = str(props.get("Handler", "app.handler")).split(".")[-1]
+            # An instance per concurrent invocation, as Lambda gives the event source.
+            pool = FunctionPool(
+                event.function, ROOT / props["CodeUri"], handler, timeout=seconds, max_instances=event.max_concurrency
+            )
+            self.pools.append(pool)
+            source = SqsEventSource(
+                pool,
+                self.local_aws.physical[event.queue],
+                self.local_aws.arns[event.queue],
+                endpoint_url=self.local_aws.endpoint,
+                batch_size=event.batch_size,
+                max_concurrency=event.max_concurrency,
+                report_batch_item_failures=event.report_batch_item_failures,
+                function_timeout=seconds,
+            )
+            self.sqs_sources.append(source)
 
     def _start_pools(self) -> None:
         """Every function's first instance, in parallel (cold starts), then the SQS pollers."""
@@ -143,12 +137,12 @@ class Stack:
             thread.join()
         if errors:
             raise errors[0]
-        for consumer in self.consumers:
-            consumer.start()
+        for source in self.sqs_sources:
+            source.start()
 
     def stop(self) -> None:
-        for consumer in self.consumers:
-            consumer.stop()
+        for source in self.sqs_sources:
+            source.stop()
         for pool in self.pools:
             pool.stop()
         if self.local_aws is not None:

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.circuit_breaker import base as breaker_base
 
-from claudekit.claude.client import ClaudeClient, reset_client
+from claudekit import runtime
+from claudekit.claude.client import ClaudeClient
 from claudekit.settings import Settings
 from local import aws
 from local.simulator import Simulator
@@ -76,11 +76,9 @@ def settings_env(local_aws: aws.LocalAws, sim: Simulator, monkeypatch: pytest.Mo
                 table.delete_item(TableName=env["TABLE_NAME"], Key={"id": item["id"]})
     for counters in (breaker_base._LOCAL_FAILURES, breaker_base._LOCAL_SUCCESSES, breaker_base._LAST_OBSERVED_STATE):
         counters.clear()
-    parameters.clear_caches()
-    reset_client()
+    runtime.reset()
     yield env
-    parameters.clear_caches()
-    reset_client()
+    runtime.reset()
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@ GET /jobs/{id} (one job, to its owner)."""
 
 from __future__ import annotations
 
+# First: SnapStart's runtime hooks registered, and the garbage collector paused for the imports below.
+from claudekit import snapstart  # isort: skip
+
 from aws_lambda_powertools.event_handler import Response
 
 from claudekit.http import rest
@@ -29,3 +32,5 @@ def get_job(job_id: str) -> Response[JobView]:
 
 
 handler = rest.lambda_handler(app)
+
+snapstart.initialised()  # every import done: the collector runs again, past init's objects

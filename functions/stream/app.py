@@ -8,6 +8,9 @@ streamed request goes through is claudekit/http/sse.py; what each route asks is 
 
 from __future__ import annotations
 
+# First: SnapStart's runtime hooks registered, and the garbage collector paused for the imports below.
+from claudekit import snapstart  # isort: skip
+
 from functools import partial
 
 from starlette.applications import Starlette
@@ -41,3 +44,5 @@ app = asgi.with_cors(
         exception_handlers={HTTPException: asgi.routing_error, Exception: asgi.bug},
     )
 )
+
+snapstart.initialised()  # every import done: the collector runs again, past init's objects

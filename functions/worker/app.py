@@ -8,17 +8,24 @@ the Lambda context to the logs.
 
 from __future__ import annotations
 
+# First: SnapStart's runtime hooks registered, and the garbage collector paused for the imports below.
+from claudekit import snapstart  # isort: skip
+
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from claudekit.claude.client import get_client
 from claudekit.tasks.jobs.worker import get_worker
-from claudekit.telemetry import logger
+from claudekit.telemetry import logger, tracer
 
 get_client()  # settings parsed in the init phase: a bad variable fails the cold start, by name
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return get_worker().handle(event, context)
+
+
+snapstart.initialised()  # every import done: the collector runs again, past init's objects

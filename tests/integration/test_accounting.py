@@ -27,8 +27,8 @@ from claudekit.deadline import Deadline
 from claudekit.errors import ConfigurationError
 from claudekit.settings import Settings
 from claudekit.store.ledger import Ledger
-from local.consumer import FakeLambdaContext
 from local.simulator import Fault, Latency, Simulator
+from local.sqs_source import FakeLambdaContext
 from tests.conftest import emf_records, metric_values
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ import pytest
 from claudekit.tasks.classify import ClassifyOut
 from claudekit.tasks.generate import GenerateOut
 from claudekit.tasks.ideas import IdeasOut
-from local.consumer import SqsEventSource
 from local.simulator import Simulator
+from local.sqs_source import SqsEventSource
 from tests.integration import test_jobs_batches as batches
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs_batches import BATCHES_PATH, context, get_job, jobs_of, post_jobs, rest_event

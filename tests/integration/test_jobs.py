@@ -1,7 +1,7 @@
 """Batch jobs end to end in-process: POST /jobs -> SQS (moto) -> batch worker -> simulator -> GET.
 
 The HTTP functions are invoked with REST proxy events; the batch function through the local
-SQS event source (local.consumer), so receive counts, visibility timeouts and the DLQ are SQS's.
+SQS event source (local.sqs_source), so receive counts, visibility timeouts and the DLQ are SQS's.
 Upstream calls are counted at the simulator by each job's (unique) input text.
 """
 
@@ -28,8 +28,8 @@ from claudekit.tasks.jobs.models import JobMessage, JobsBody, digest
 from claudekit.tasks.jobs.submit import submit
 from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
-from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Latency, Simulator
+from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from tests.integration.queues import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,8 +28,8 @@ from claudekit.store.jobs import JobStore
 from claudekit.tasks.jobs import queue
 from claudekit.tasks.jobs.worker import JobWorker, reset_worker
 from local.aws import LocalAws
-from local.consumer import FakeLambdaContext, SqsEventSource, build_event
 from local.simulator import Fault, Simulator
+from local.sqs_source import FakeLambdaContext, SqsEventSource, build_event
 from tests.integration.queues import drain, set_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

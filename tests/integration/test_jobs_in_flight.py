@@ -18,8 +18,8 @@ from claudekit.claude.client import get_client, reset_client
 from claudekit.settings import get_settings
 from claudekit.store.jobs import JobStore
 from local.aws import LocalAws
-from local.consumer import SqsEventSource
 from local.simulator import Fault, Simulator
+from local.sqs_source import SqsEventSource
 from tests.integration.queues import wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures used by name)
     jobs_env,

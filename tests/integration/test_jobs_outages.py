@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from claudekit.claude import secret
 from claudekit.claude.client import reset_client
 from claudekit.settings import get_settings
 from claudekit.store.jobs import JobStore
 from claudekit.tasks.jobs.worker import JobWorker
 from local.aws import LocalAws
-from local.consumer import SqsEventSource, build_event
 from local.simulator import Fault, Simulator
+from local.sqs_source import SqsEventSource, build_event
 from tests.integration.queues import set_env, wait_for
 from tests.integration.test_jobs import (  # noqa: F401 (fixtures)
     context,
@@ -154,9 +155,8 @@ def test_an_internal_error_never_shows_or_stores_our_identifiers(
     missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:claude-key-gone"
     monkeypatch.setenv("CLAUDE_SECRET_ID", missing)
     reset_client()
-    from aws_lambda_powertools.utilities import parameters
 
-    parameters.clear_caches()
+    secret.reset()
     worker = JobWorker()
 
     worker.handle(build_event(receive(local_aws), local_aws.arns["JobsQueue"]), context())

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities import parameters
 
 from claudekit import errors
+from claudekit.claude import secret
 from claudekit.claude.client import ClaudeClient, reset_client
 from claudekit.claude.request import ClaudeRequest
 from claudekit.deadline import Deadline
@@ -247,12 +247,12 @@ def throttled_secrets(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPa
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    parameters.clear_caches()
+    secret.reset()
     reset_client()
     yield
     server.shutdown()
     monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", raising=False)
-    parameters.clear_caches()
+    secret.reset()
     reset_client()
 
 
@@ -278,7 +278,7 @@ def test_secrets_manager_throttling_is_a_retryable_503_that_names_nothing(
 
     # Secrets Manager recovers: the next request succeeds (the breaker never counted it).
     monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER")
-    parameters.clear_caches()
+    secret.reset()
     assert module.handler(event, LambdaContext("generate", timeout=29))["statusCode"] == 200
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from claudekit.store.jobs import public_view
 from claudekit.tasks.jobs.models import MAX_SQS_PAYLOAD_BYTES, JobMessage, JobsBody
 from claudekit.tasks.jobs.queue import chunks
-from local.consumer import build_event, failed_ids
+from local.sqs_source import build_event, failed_ids
 
 
 def message(size: int = 10) -> JobMessage:

@@ -1,6 +1,10 @@
 """One Logger and Tracer per container, and per-call metrics with only feature and model dimensions.
 
 Nothing here ever receives prompt or completion text; user ids are hashed before logging.
+
+The Tracer is built on first use of `tracer`, not at import: building it imports aws_xray_sdk
+(10-25 ms of init), and under the Lambda Web Adapter (the stream function) X-Ray records nothing,
+so only the functions that trace pay for it.
 """
 
 from __future__ import annotations
@@ -8,13 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from functools import cache
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 logger = Logger()
-tracer = Tracer()
+
+
+@cache
+def _tracer() -> Tracer:
+    return Tracer()
+
+
+def __getattr__(name: str) -> Tracer:
+    """`telemetry.tracer` (and `from claudekit.telemetry import tracer`): the one Tracer, built once."""
+    if name == "tracer":
+        return _tracer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def hash_user(user_id: str) -> str:

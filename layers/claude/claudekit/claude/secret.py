@@ -13,6 +13,7 @@ misconfiguration (500). Operators find the AWS error code in the log line.
 from __future__ import annotations
 
 import json
+import threading
 
 from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,9 +38,15 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
+# One read per container, not per thread: the worker's threads start together on a cold container,
+# and each would otherwise miss the cache and read the secret itself.
+_READ = threading.Lock()
+
+
 def get_api_key(secret_id: str, *, max_age: int, refresh: bool = False) -> str:
     try:
-        raw = parameters.get_secret(secret_id, max_age=max_age, force_fetch=refresh)
+        with _READ:
+            raw = parameters.get_secret(secret_id, max_age=max_age, force_fetch=refresh)
     except parameters.exceptions.GetParameterError as exc:
         raise _failure(exc.__cause__ or exc.__context__) from None
     key = raw.strip() if isinstance(raw, str) else ""
@@ -52,6 +59,11 @@ def get_api_key(secret_id: str, *, max_age: int, refresh: bool = False) -> str:
         logger.critical("the API key secret holds no api_key (CLAUDE_SECRET_ID)")
         raise ConfigurationError()
     return key
+
+
+def reset() -> None:
+    """Forget the cached key and the Secrets Manager client (a SnapStart restore; tests)."""
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
 def _failure(cause: BaseException | None) -> DependencyUnavailable | ConfigurationError:

@@ -57,6 +57,12 @@ def client() -> Any:
         return _clients[where]
 
 
+def reset() -> None:
+    """Forget the clients: the next `client()` builds a new one (a SnapStart restore; tests)."""
+    with _clients_lock:
+        _clients.clear()
+
+
 def key(item_id: str) -> dict[str, Any]:
     return {"id": {"S": item_id}}
 

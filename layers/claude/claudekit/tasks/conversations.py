@@ -235,6 +235,12 @@ def conversation_store() -> ConversationStore:
     return _store
 
 
+def reset_store() -> None:
+    """Forget the store (claudekit.runtime.reset)."""
+    global _store
+    _store = None
+
+
 def start(user_id: str, body: ConversationBody | None) -> ConversationOut:
     """A new conversation; no body at all starts one without a system prompt."""
     conv = conversation_store().create(user_id, body.system if body else None)

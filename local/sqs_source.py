@@ -1,23 +1,29 @@
 """Lambda's SQS event source mapping, emulated on loopback for the local stack and tests.
 
-    source = SqsEventSource(handler, queue_url, queue_arn, endpoint_url=moto_url, batch_size=10)
+    for event in sqs_events(template, parameters):  # each function's SQS event, as the template says
+        source = SqsEventSource(handler, queue_url, queue_arn, endpoint_url=moto_url,
+                                batch_size=event.batch_size, max_concurrency=event.max_concurrency,
+                                report_batch_item_failures=event.report_batch_item_failures)
     source.start()
     ...
     source.stop()
 
-Each poller long-polls the queue, builds the event Lambda would build (same record fields),
-invokes the handler with a fake Lambda context whose remaining time counts down from the
-function timeout, and then does what Lambda does with the answer: with ReportBatchItemFailures,
-it deletes every record not listed in `batchItemFailures`; if the handler raised, or the
-response names a record that was not in the batch, it deletes none (the whole batch failed).
-Records left undeleted reappear after their visibility timeout, and SQS itself (moto honours
-RedrivePolicy) moves a message to the dead-letter queue after maxReceiveCount receives.
+The source runs `max_concurrency` pollers (the event's ScalingConfig.MaximumConcurrency: at most
+that many invocations at once), each receiving up to BatchSize records. Each poller long-polls the
+queue, builds the event Lambda would build (same record fields), invokes the handler with a fake
+Lambda context whose remaining time counts down from the function timeout, and then does what
+Lambda does with the answer: with ReportBatchItemFailures, it deletes every record not listed in
+`batchItemFailures`; without it, a handler that returns deletes the whole batch; if the handler
+raised, or the response names a record that was not in the batch, it deletes none (the whole
+batch failed). Records left undeleted reappear after their visibility timeout, and SQS itself
+(moto honours RedrivePolicy) moves a message to the dead-letter queue after maxReceiveCount receives.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,7 +33,57 @@ from typing import Any
 
 import boto3
 
-log = logging.getLogger("local.consumer")
+log = logging.getLogger("local.sqs_source")
+
+# Lambda's defaults for an SQS event that does not say (MaximumConcurrency unset means "up to the
+# function's concurrency"; locally that is the stack's instance limit).
+DEFAULT_BATCH_SIZE = 10
+DEFAULT_MAX_CONCURRENCY = int(os.environ.get("LOCAL_MAX_INSTANCES", "4"))
+
+
+@dataclass(frozen=True)
+class SqsEvent:
+    """One function's SQS event in the template, its values resolved."""
+
+    function: str  # logical id
+    properties: dict[str, Any]  # the function's Properties
+    queue: str  # logical id of the queue
+    batch_size: int
+    max_concurrency: int
+    report_batch_item_failures: bool
+
+
+def sqs_events(template: dict[str, Any], parameters: dict[str, str]) -> list[SqsEvent]:
+    """Every SQS event of every function, found by its type (not by the function's name)."""
+
+    def value(raw: Any, default: int) -> int:
+        if isinstance(raw, dict) and set(raw) == {"Ref"}:
+            raw = parameters.get(str(raw["Ref"]), default)
+        return int(raw) if raw is not None else default
+
+    found = []
+    for logical, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource.get("Properties", {})
+        for event in props.get("Events", {}).values():
+            if event.get("Type") != "SQS":
+                continue
+            spec = event.get("Properties", {})
+            queue = spec["Queue"]["Fn::GetAtt"]
+            found.append(
+                SqsEvent(
+                    function=logical,
+                    properties=props,
+                    queue=queue[0] if isinstance(queue, list) else str(queue).split(".")[0],
+                    batch_size=value(spec.get("BatchSize"), DEFAULT_BATCH_SIZE),
+                    max_concurrency=value(
+                        spec.get("ScalingConfig", {}).get("MaximumConcurrency"), DEFAULT_MAX_CONCURRENCY
+                    ),
+                    report_batch_item_failures="ReportBatchItemFailures" in spec.get("FunctionResponseTypes", []),
+                )
+            )
+    return found
 
 
 @dataclass
@@ -118,6 +174,7 @@ class SqsEventSource:
         endpoint_url: str | None = None,
         batch_size: int = 10,
         max_concurrency: int = 2,
+        report_batch_item_failures: bool = True,
         function_timeout: float = 30.0,
         wait_seconds: int = 1,
     ) -> None:
@@ -125,8 +182,10 @@ class SqsEventSource:
         self.queue_url = queue_url
         self.queue_arn = queue_arn
         self.endpoint_url = endpoint_url
+        # One ReceiveMessage returns at most 10; larger batches need a batching window (not emulated).
         self.batch_size = max(1, min(10, batch_size))
         self.max_concurrency = max(1, max_concurrency)
+        self.report_batch_item_failures = report_batch_item_failures
         self.function_timeout = function_timeout
         self.wait_seconds = max(0, min(20, wait_seconds))
         self.function_name = queue_arn.rsplit(":", 1)[-1] + "-consumer"
@@ -204,7 +263,7 @@ class SqsEventSource:
                 "handler ran past the function timeout (%ss); Lambda would have failed it", self.function_timeout
             )
             return
-        keep = failed_ids(response, batch)
+        keep = failed_ids(response, batch) if self.report_batch_item_failures else set()
         done = [m for m in messages if m["MessageId"] not in keep]
         for start in range(0, len(done), 10):
             entries = [
