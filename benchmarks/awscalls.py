@@ -151,6 +151,57 @@ class AwsCalls:
         self._clients.clear()
 
 
+class SdkCpu:
+    """CPU time spent inside the SDKs, per thread: botocore's `_make_api_call` (validation,
+    serialisation, signing, the HTTP exchange, parsing, boto3's type (de)serialisers) and the Anthropic
+    SDK's `SyncAPIClient.request` (building, sending and parsing its HTTP exchange, retries included).
+
+    `time.thread_time()` deltas on the calling thread, so waiting on the network counts for nothing;
+    what a request's CPU owes to the SDKs is subtracted from it to give ours (issue 15's target).
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def take(self) -> dict[str, float]:
+        """Seconds of this thread's CPU inside each SDK since the last take: {"aws": .., "anthropic": ..}."""
+        spent: dict[str, float] = getattr(self._local, "spent", {})
+        self._local.spent = {}
+        return {"aws": spent.get("aws", 0.0), "anthropic": spent.get("anthropic", 0.0)}
+
+    def _wrap(self, owner: Any, name: str, sdk: str) -> None:
+        original = getattr(owner, name)
+        local = self._local
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if getattr(local, "inside", False):  # one SDK calling itself (retries): count once
+                return original(*args, **kwargs)
+            local.inside = True
+            started = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                local.inside = False
+                spent = local.__dict__.setdefault("spent", {})
+                spent[sdk] = spent.get(sdk, 0.0) + time.thread_time() - started
+
+        setattr(owner, name, timed)
+        self._patched.append((owner, name, original))
+
+    def __enter__(self) -> SdkCpu:
+        from anthropic._base_client import SyncAPIClient
+
+        self._wrap(botocore.client.BaseClient, "_make_api_call", "aws")
+        self._wrap(SyncAPIClient, "request", "anthropic")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._patched):
+            setattr(owner, name, original)
+        self._patched.clear()
+
+
 def _live_clients() -> Iterator[Any]:
     return (obj for obj in gc.get_objects() if isinstance(obj, botocore.client.BaseClient))
 

@@ -65,7 +65,13 @@ def targets(entries: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
             _get(entries, "routes", "breaker_reads_per_request_while_closed"),
             "0",
         ),
-        ("our CPU per request", "ms p50, worst route", _get(entries, "routes", "cpu_ms_p50_worst"), "<= 3 ms"),
+        ("our CPU per request", "ms p50, worst route", _get(entries, "routes", "our_cpu_ms_p50_worst"), "<= 3 ms"),
+        (
+            "handler CPU per request",
+            "ms p50, worst route (SDKs included)",
+            _get(entries, "routes", "cpu_ms_p50_worst"),
+            "-",
+        ),
         (
             "stream first byte",
             "ms after upstream's first text, p50",

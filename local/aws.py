@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,7 +30,6 @@ from typing import Any
 
 import boto3
 from cfn_tools import load_yaml  # type: ignore[import-untyped]
-from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -259,6 +259,52 @@ def _exact_dynamodb_numbers() -> None:
     DynamoType.__sub__ = arithmetic(-1)  # type: ignore[method-assign]
 
 
+class _KeepAliveMoto:
+    """Moto's WSGI app served by uvicorn, which keeps HTTP/1.1 connections alive.
+
+    moto's own ThreadedMotoServer (werkzeug's dev server) answers every request with `Connection:
+    close`, so each boto3 call paid a new TCP connection (about half of a DynamoDB call's client CPU
+    here); deployed DynamoDB keeps connections alive. Requests still run on a pool of threads, as
+    werkzeug ran them, so the write lock above keeps its meaning.
+    """
+
+    def __init__(self, port: int) -> None:
+        import uvicorn
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        config = uvicorn.Config(
+            DomainDispatcherApplication(create_backend_app),
+            interface="wsgi",  # uvicorn runs it on a pool of threads
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_keep_alive=60,
+        )
+        with warnings.catch_warnings():
+            # uvicorn suggests a2wsgi for WSGI; its own adapter is enough for loopback moto.
+            warnings.simplefilter("ignore")
+            config.load()
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="moto", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("moto did not start")
+            time.sleep(0.01)
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     return dict(load_yaml(path.read_text()))
 
@@ -282,7 +328,7 @@ def start(
     _atomic_dynamodb_writes()
     _transactions_copy_their_items()
     _exact_dynamodb_numbers()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = _KeepAliveMoto(port)
     server.start()
     host, bound_port = server.get_host_and_port()
     local = LocalAws(server=server, endpoint=f"http://{host}:{bound_port}")

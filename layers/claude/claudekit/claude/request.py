@@ -8,6 +8,7 @@ upstream's error, never a bug of ours.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -130,8 +131,16 @@ def build_call(request: ClaudeRequest, settings: Settings, min_cache_tokens: Cal
 
 
 def output_schema(output: type[BaseModel]) -> dict[str, Any]:
-    """The JSON schema structured output sends for `output` (realtime and Message Batches alike)."""
-    return dict(anthropic.transform_schema(output.model_json_schema()))
+    """The JSON schema structured output sends for `output` (realtime and Message Batches alike).
+    Generating it is a few milliseconds of pydantic per call, so it is made once per model class;
+    each caller gets its own copy (parsed from the cached JSON) to do with as it likes."""
+    loaded: dict[str, Any] = json.loads(_schema_json(output))
+    return loaded
+
+
+@functools.lru_cache(maxsize=128)  # bounded: it keeps its model classes alive
+def _schema_json(output: type[BaseModel]) -> str:
+    return json.dumps(anthropic.transform_schema(output.model_json_schema()))
 
 
 def result_of(message: Any, model: str) -> ClaudeResult:

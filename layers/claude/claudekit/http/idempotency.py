@@ -22,23 +22,18 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
-
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyItemAlreadyExistsError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from typing import TYPE_CHECKING, Any, Protocol
 
 from claudekit.errors import Conflict, InvalidRequest
 from claudekit.telemetry import hash_user, logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+
+# Powertools' idempotency (a dozen modules, jmespath included) is imported only when a request
+# carries an Idempotency-Key (by `Idempotency`), never at import: most requests and every cold start
+# go without it.
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -105,9 +100,13 @@ class Idempotency:
     """The store of first responses, on the state table (one per container)."""
 
     def __init__(self, table_name: str) -> None:
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
         self.persistence = DynamoDBPersistenceLayer(table_name=table_name)
 
     def config(self, remaining: RemainingTime | None) -> IdempotencyConfig:
+        from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
         config = IdempotencyConfig(
             event_key_jmespath="key",
             payload_validation_jmespath="body",
@@ -127,6 +126,12 @@ class Idempotency:
 
         `produce` returns an API Gateway proxy response; raises Conflict (in progress) or
         InvalidRequest (another body)."""
+        from aws_lambda_powertools.utilities.idempotency import idempotent_function
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyPersistenceLayerError,
+            IdempotencyValidationError,
+        )
 
         produced: list[dict[str, Any]] = []
 
@@ -168,6 +173,11 @@ class Idempotency:
     def claim(self, data: dict[str, str], remaining: RemainingTime | None) -> dict[str, Any] | None:
         """Start a stream under `data`'s key: None if it is ours to run, else the stored outcome
         to replay. Raises Conflict (in progress) or InvalidRequest (another body)."""
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyItemAlreadyExistsError,
+            IdempotencyValidationError,
+        )
+
         store = self.persistence
         store.configure(self.config(remaining), key_prefix="idem#stream")
         millis = remaining.get_remaining_time_in_millis() if remaining is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -42,8 +43,7 @@ def classify_request(
     body: ClassifyBody, user_id: str, feature: str = "classify", max_retry_wait: float | None = None
 ) -> tuple[ClaudeRequest, type[BaseModel]]:
     """The question, and an output model whose enum is exactly `body.labels`."""
-    label_type: Any = Literal[tuple(body.labels)]
-    output = create_model("Classification", __config__=ConfigDict(extra="forbid"), label=(label_type, ...))
+    output = _classification(tuple(body.labels))
     labels = "\n".join(f"- {label}" for label in body.labels)
     request = ClaudeRequest(
         feature=feature,
@@ -54,6 +54,14 @@ def classify_request(
         max_retry_wait=max_retry_wait,
     )
     return request, output
+
+
+# Callers tend to send the same label sets again: building a pydantic model (and, in the client, its
+# JSON schema) per request costs a few milliseconds, so the last 64 sets are kept (a few MB at most).
+@functools.lru_cache(maxsize=64)
+def _classification(labels: tuple[str, ...]) -> type[BaseModel]:
+    label_type: Any = Literal[labels]
+    return create_model("Classification", __config__=ConfigDict(extra="forbid"), label=(label_type, ...))
 
 
 def classify_answer(body: ClassifyBody, parsed: BaseModel) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -44,8 +45,7 @@ def ideas_request(
     body: IdeasBody, user_id: str, feature: str = "ideas", max_retry_wait: float | None = None
 ) -> tuple[ClaudeRequest, type[BaseModel]]:
     """The question, and an output model that holds exactly `body.count` ideas."""
-    exact: Any = Field(min_length=body.count, max_length=body.count)
-    output = create_model("IdeaList", __config__=ConfigDict(extra="forbid"), ideas=(list[Idea], exact))
+    output = _idea_list(body.count)
     request = ClaudeRequest(
         feature=feature,
         task="ideas",
@@ -55,6 +55,12 @@ def ideas_request(
         max_retry_wait=max_retry_wait,
     )
     return request, output
+
+
+@functools.cache  # count is 1-10: building a pydantic model per request costs about a millisecond
+def _idea_list(count: int) -> type[BaseModel]:
+    exact: Any = Field(min_length=count, max_length=count)
+    return create_model("IdeaList", __config__=ConfigDict(extra="forbid"), ideas=(list[Idea], exact))
 
 
 def ideas_answer(parsed: BaseModel) -> list[Idea]:
