@@ -41,6 +41,10 @@ def _get(entries: dict[str, Any], entry: str, *keys: str) -> Any:
     return value
 
 
+def _pair(first: Any, last: Any) -> str | None:
+    return None if first is None or last is None else f"{first} / {last}"
+
+
 def targets(entries: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     """(target, measured as, today's figure, goal) for every issue-15 target this run measured."""
     rows: list[tuple[str, str, Any, str]] = [
@@ -82,6 +86,18 @@ def targets(entries: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
         ("100 jobs at 200 ms", "wall / ideal", _get(entries, "jobs", "wall_x_ideal"), "-"),
         ("100 jobs at 200 ms", "minus moto / ideal", _get(entries, "jobs", "wall_minus_moto_x_ideal"), "<= 1.5x"),
         ("jobs", "AWS calls per job", _get(entries, "jobs", "aws_calls_per_job"), "minimise"),
+        (
+            "local stack, long session",
+            "RSS growth, MB over the run's requests",
+            _get(entries, "localstack", "stack_rss_growth_mb"),
+            "<= 50 per 10,000",
+        ),
+        (
+            "local stack, long session",
+            "p50 ms, first / last thousand",
+            _pair(_get(entries, "localstack", "p50_first_ms"), _get(entries, "localstack", "p50_last_ms")),
+            "no upward trend",
+        ),
     ]
     for route, r in (_get(entries, "routes", "routes") or {}).items():
         rows.append(
