@@ -40,7 +40,8 @@ class Circuits:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._cooldowns = Cooldowns(settings.table_name, max_seconds=settings.cooldown_max_seconds)
-        self._store = CircuitStore(settings.table_name, cooldowns=self._cooldowns)
+        self._built: CircuitStore | None = None
+        self._build_lock = threading.Lock()
         self._config = CircuitBreakerConfig(
             failure_threshold=settings.breaker_failure_threshold,
             recovery_timeout=settings.breaker_recovery_seconds,
@@ -53,6 +54,16 @@ class Circuits:
         self._opened: dict[str, int] = {}  # circuit -> opened_at, as this instance saw it trip
         self._failures: dict[str, int] = {}  # circuit -> consecutive health failures seen here
         self._lock = threading.Lock()
+
+    @property
+    def _store(self) -> CircuitStore:
+        """Built on the first attempt, on the stores' DynamoDB client, which the admission before
+        it has already built: nothing of it costs the init, and no second client is made."""
+        if self._built is None:
+            with self._build_lock:
+                if self._built is None:
+                    self._built = CircuitStore(self.settings.table_name, cooldowns=self._cooldowns)
+        return self._built
 
     def guard(self, model: str, attempt: Attempt, attempts: AttemptCount) -> Callable[[float], Any]:
         """`attempt` for `model` behind its cooldown and circuit: what the retry loop calls once per

@@ -19,13 +19,12 @@ from __future__ import annotations
 import threading
 import time
 
-import boto3
 from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 from aws_lambda_powertools.utilities.circuit_breaker.persistence.record import CircuitStateRecord
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claudekit.store.cooldown import Cooldowns, cooldown_id
-from claudekit.store.dynamo import Table, from_ddb, key
+from claudekit.store.dynamo import Table, client, from_ddb, key
 from claudekit.telemetry import logger
 
 # Circuits are named for the model they guard.
@@ -38,9 +37,9 @@ class CircuitStore(CircuitBreakerDynamoDBPersistence):
 
     def __init__(self, table_name: str, *, cooldowns: Cooldowns) -> None:
         self._cooldowns = cooldowns
-        # Its own client, not the shared one: Powertools adds a User-Agent hook to the client it is
-        # given, once per store, and a shared client would collect one for every store ever built.
-        super().__init__(table_name=table_name, boto3_client=boto3.client("dynamodb"))  # type: ignore[call-overload]
+        # The stores' shared client (a container builds one store; runtime.reset() drops both, so
+        # the User-Agent hook Powertools adds per store never piles up).
+        super().__init__(table_name=table_name, boto3_client=client())
 
     def _get_record(self, name: str) -> CircuitStateRecord | None:
         model = name.removeprefix(CIRCUIT_PREFIX) if name.startswith(CIRCUIT_PREFIX) else None
