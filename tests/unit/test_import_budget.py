@@ -59,3 +59,12 @@ def test_generate_imports_at_most_the_budget_beyond_the_floor() -> None:
 def test_idempotency_is_imported_only_when_a_request_needs_it(function: str) -> None:
     modules = beyond_floor(f"functions.{function}.app")
     assert not [m for m in modules if m.startswith(LAZY)]
+
+
+def test_the_error_map_knows_every_job_task_without_importing_the_jobs_models() -> None:
+    from typing import get_args
+
+    from claudekit.http import errors
+    from claudekit.tasks.jobs.models import JobTask
+
+    assert frozenset(get_args(JobTask)) == errors._JOB_TASKS

@@ -15,7 +15,7 @@ from typing import Any, get_args
 
 from claudekit.errors import ClaudeError, InvalidRequest, MalformedRequest
 from claudekit.http.headers import JSON_HEADERS
-from claudekit.tasks.jobs.models import JobTask
+from claudekit.tasks.generate import GenerateTask
 from claudekit.telemetry import logger
 
 # The statuses where waiting helps, so the answer says how long (429 and 503 always carry one).
@@ -26,7 +26,9 @@ _FIELD = re.compile(r"[A-Za-z0-9_]{1,64}")
 # A union branch in a pydantic location: a model's name (no contract field is CamelCase) or a
 # validator's label such as `function-after[check_text(), constrained-str]`.
 _BRANCH = re.compile(r"[A-Z][A-Za-z0-9]*|[a-z-]+\[.*\]")
-_JOB_TASKS = frozenset(get_args(JobTask))
+# A job item's tasks (tasks.jobs.models.JobTask), named here without importing the jobs models
+# into every function: a test keeps the two equal.
+_JOB_TASKS = frozenset(get_args(GenerateTask)) | {"classify", "ideas"}
 
 
 @dataclass(frozen=True)
