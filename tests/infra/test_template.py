@@ -185,11 +185,15 @@ def test_stream_route_streams_through_the_web_adapter(
     assert layers.count({"Ref": "ClaudeLayer"}) == 1
     # The adapter's own layer matches Architecture: arm64 by default, x86_64 for the CI smoke build.
     (adapter,) = [layer for layer in layers if "LambdaAdapterLayer" in str(layer)]
-    choice = adapter["Fn::If"][2]
-    assert choice["Fn::If"][0] == "IsArm64"
-    assert "LambdaAdapterLayerArm64" in str(choice["Fn::If"][1])
-    assert "LambdaAdapterLayerX86" in str(choice["Fn::If"][2])
+    condition, override, public = adapter["Fn::If"]
+    assert (condition, override) == ("HasLambdaWebAdapterLayerArn", {"Ref": "LambdaWebAdapterLayerArn"})
+    pattern, names = public["Fn::Sub"]
+    assert names["Cpu"]["Fn::If"][0] == "IsArm64"
     assert template["Conditions"]["IsArm64"] == {"Fn::Equals": [{"Ref": "Architecture"}, "arm64"]}
+    for is_arm64, layer_name in ((True, "LambdaAdapterLayerArm64"), (False, "LambdaAdapterLayerX86")):
+        cpu = names["Cpu"]["Fn::If"][1 if is_arm64 else 2]
+        arn = pattern.replace("${Cpu}", cpu).replace("${LambdaWebAdapterVersion}", "30")
+        assert arn.endswith(f":753240598075:layer:{layer_name}:30"), arn
 
 
 def test_stream_integration_timeout_fits_the_function(
