@@ -259,6 +259,53 @@ def _exact_dynamodb_numbers() -> None:
     DynamoType.__sub__ = arithmetic(-1)  # type: ignore[method-assign]
 
 
+# Services whose backend moto picks from the signature's scope and X-Amz-Target alone (no path,
+# no host): the ones the stack calls.
+_ROUTED_BY_SCOPE = frozenset({"dynamodb", "sqs", "secretsmanager", "monitoring", "sts"})
+
+
+def _route_key(environ: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(service, region, X-Amz-Target prefix) of a SigV4-signed request to one of those services;
+    None for anything else (moto's own API, unsigned requests), which moto routes as it always does."""
+    if str(environ.get("PATH_INFO", "")).startswith(("/moto-api", "/latest/", "/favicon.ico")):
+        return None
+    try:
+        scope = str(environ["HTTP_AUTHORIZATION"]).split(",")[0].split()[1].split("/")
+        region, service = scope[2], scope[3].lower()
+    except (KeyError, IndexError):
+        return None
+    if len(scope) != 5 or service not in _ROUTED_BY_SCOPE:
+        return None
+    return service, region, str(environ.get("HTTP_X_AMZ_TARGET", "")).split(".")[0]
+
+
+def _routing_once_per_kind(dispatcher: type[Any]) -> type[Any]:
+    """Moto's dispatcher, remembering where each kind of request goes.
+
+    Moto routes every request under one lock, and finds the backend by listing its package
+    directory (a listdir and a stat per module) and matching URL patterns: with 20 callers every
+    DynamoDB read and SQS call queued behind that lock and those syscalls. The backend of a signed
+    request to the services above depends only on `_route_key`, so moto routes the first request
+    of each kind and the rest find the same app without the lock.
+    """
+
+    class RoutingOncePerKind(dispatcher):  # type: ignore[misc, valid-type]
+        def __init__(self, create_app: Any) -> None:
+            super().__init__(create_app)
+            self._routes: dict[tuple[str, str, str], Any] = {}
+
+        def get_application(self, environ: dict[str, Any]) -> Any:
+            key = _route_key(environ)
+            if key is None:
+                return super().get_application(environ)
+            app = self._routes.get(key)
+            if app is None:  # two first requests may both route: they find the same app
+                app = self._routes[key] = super().get_application(environ)
+            return app
+
+    return RoutingOncePerKind
+
+
 class _KeepAliveMoto:
     """Moto's WSGI app served by uvicorn, which keeps HTTP/1.1 connections alive.
 
@@ -273,7 +320,7 @@ class _KeepAliveMoto:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         config = uvicorn.Config(
-            DomainDispatcherApplication(create_backend_app),
+            _routing_once_per_kind(DomainDispatcherApplication)(create_backend_app),
             interface="wsgi",  # uvicorn runs it on a pool of threads
             host="127.0.0.1",
             port=port,
