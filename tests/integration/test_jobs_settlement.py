@@ -14,6 +14,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from claudekit.claude.client import ClaudeClient
 from claudekit.claude.pricing import Usage
 from claudekit.deadline import Deadline
@@ -22,7 +24,7 @@ from claudekit.store import ledger
 from claudekit.store.jobs import JobStore
 from claudekit.tasks.classify import ClassifyBody
 from claudekit.tasks.jobs import kinds
-from claudekit.tasks.jobs.models import ClassifyJob, GenerateJob
+from claudekit.tasks.jobs.models import ClassifyJob, GenerateJob, IdeasJob
 from tests.integration.test_jobs import jobs_env, post_jobs  # noqa: F401 (fixtures used by name)
 from tests.integration.test_structured_output import CannedClaude, canned  # noqa: F401
 
@@ -59,12 +61,24 @@ def run(client: ClaudeClient, job_id: str, user: str, item: kinds.Item) -> tuple
         return kinds.run(client, item, user, Deadline.after(20), feature="jobs", max_retry_wait=1, ride=ride)
 
 
-def test_the_settlement_ends_the_job_with_its_result(jobs_env: None, client: ClaudeClient) -> None:  # noqa: F811
-    user = f"rider-{uuid.uuid4()}"
-    text = f"Summarise this. {uuid.uuid4()}"
-    job_id = claimed(user, {"task": "summarize", "input": text})
+JOBS: list[tuple[dict[str, Any], type[kinds.Item]]] = [
+    ({"task": "summarize", "input": "Summarise this."}, GenerateJob),
+    ({"task": "classify", "input": {"text": "Charged twice.", "labels": ["billing", "bug"]}}, ClassifyJob),
+    ({"task": "ideas", "input": {"topic": "Serverless costs", "count": 2}}, IdeasJob),
+]
 
-    answer, recorded = run(client, job_id, user, GenerateJob(task="summarize", input=text))
+
+@pytest.mark.parametrize(("item", "model"), JOBS, ids=["generate", "classify", "ideas"])
+def test_the_settlement_ends_the_job_with_its_result(
+    jobs_env: None,  # noqa: F811
+    client: ClaudeClient,
+    item: dict[str, Any],
+    model: type[kinds.Item],
+) -> None:
+    user = f"rider-{uuid.uuid4()}"
+    job_id = claimed(user, item)
+
+    answer, recorded = run(client, job_id, user, model.model_validate(item))
 
     assert recorded
     job = store().get(job_id) or {}
@@ -73,6 +87,32 @@ def test_the_settlement_ends_the_job_with_its_result(jobs_env: None, client: Cla
     assert store().in_flight(user) == 0
     report = client.ledger.report(user)
     assert report["requests"] == 1 and report["cost_usd"] == answer["cost_usd"] > 0
+
+
+def test_a_rider_that_cannot_be_built_leaves_the_settlement_written(
+    jobs_env: None,  # noqa: F811
+    client: ClaudeClient,
+) -> None:
+    user = f"broken-{uuid.uuid4()}"
+    job_id = claimed(user, JOBS[0][0])
+
+    def broken(_answer: dict[str, Any]) -> list[dict[str, Any]]:
+        raise RuntimeError("a bug in the rider")
+
+    with ledger.request(()):
+        answer, recorded = kinds.run(
+            client,
+            GenerateJob(task="summarize", input="Summarise this."),
+            user,
+            Deadline.after(20),
+            feature="jobs",
+            max_retry_wait=1,
+            ride=broken,
+        )
+
+    assert not recorded and answer["text"]
+    assert client.ledger.report(user)["requests"] == 1  # the call is charged all the same
+    assert (store().get(job_id) or {})["status"] == "running"  # for the worker's own write
 
 
 def test_a_job_no_longer_in_flight_is_not_ended_but_its_call_is_charged(
