@@ -63,7 +63,7 @@ def run(
     *,
     feature: str,
     max_retry_wait: float,
-    ride: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    ride: Callable[[dict[str, Any]], list[dict[str, Any]]],
 ) -> tuple[dict[str, Any], bool]:
     """One realtime job: the feature's task, its result as the route answers it, and whether that
     result was written with the call's settlement.
@@ -95,8 +95,6 @@ def run(
         request = generate.generate_request(item.body(), user, feature, max_retry_wait)
         answer = generate_out
         call = partial(_complete, client, request, deadline)
-    if ride is None:
-        return call(), False
     settled = 0
 
     def items(result: ClaudeResult) -> list[dict[str, Any]]:
