@@ -162,3 +162,31 @@ def test_moto_keeps_no_copy_of_item_versions_or_messages(
     assert _get(ddb, table, key("counter")) == {**key("counter"), "n": {"N": "20"}}
     assert len(Item.instances_tracked) == 0  # type: ignore[attr-defined]
     assert len(Message.instances_tracked) == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "ADD a :v, b :v, c :v SET d = :v, e = if_not_exists(e, :v) REMOVE f, g",
+        "ADD a :v ADD b :v",
+        "SET a = :v SET b = :v ADD c :v ADD d :v",
+        "ADD c :v REMOVE x REMOVE y SET a = :v SET b = :v",
+        "SET a = list_append(a, :v), b = :v + :v REMOVE c ADD d :v REMOVE e",
+        "REMOVE a, b[1], c.d",
+    ],
+)
+def test_clause_counts_refuse_what_moto_refuses_with_its_message(local_aws: aws.LocalAws, expression: str) -> None:
+    """The one-pass clause count (local.aws) against moto's own traversal, on the same trees."""
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser  # type: ignore[attr-defined]
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.dynamodb.parsing.validators import ActionCountValidator
+
+    def outcome(traverse: Callable[[Any, Any], Any]) -> str | None:
+        try:
+            traverse(ActionCountValidator(), UpdateExpressionParser.make(expression))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    assert getattr(ActionCountValidator.traverse, "_one_pass", False)  # the stack patched it
+    assert outcome(ActionCountValidator.traverse) == outcome(DepthFirstTraverser.traverse)

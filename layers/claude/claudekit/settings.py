@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     jobs_queue_url: str | None = None
 
     # The worker (the SQS consumer of JobsQueue).
-    # Records of one SQS batch processed concurrently inside one invocation.
-    worker_record_concurrency: int = Field(4, ge=1, le=32)
+    # Records of one SQS batch processed concurrently inside one invocation: all of a full batch (10).
+    worker_record_concurrency: int = Field(10, ge=1, le=32)
     # A queued job waits out upstream outages this long before it is failed with the reason.
     job_max_age_seconds: int = Field(86_400, ge=60, le=14 * 86_400)
     # Delay after a transient failure: the larger of its retry-after and base * 2**(n-1) for the

@@ -3,8 +3,13 @@ metrics and log lines of both outcomes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from tenacity import Retrying, stop_after_attempt, wait_exponential
@@ -26,6 +31,31 @@ from claudekit.telemetry import emit_error, emit_metrics, hash_user, logger
 # Routes whose callers choose max_tokens: what to lower when a request could never fit the budget.
 CALLER_SETS_MAX_TOKENS = frozenset({"generate", "stream"})
 SETTLE_ATTEMPTS = 3
+
+
+@dataclass
+class Rider:
+    """Writes that ride on a call's settlement, in its one transaction (a job's result and status).
+
+    `items` builds them from the call's priced result; an empty list means nothing rides on this
+    call. `written` says afterwards whether they were written; they ride at most once.
+    """
+
+    items: Callable[[ClaudeResult], list[dict[str, Any]]]
+    written: bool = False
+
+
+_rider: ContextVar[Rider | None] = ContextVar("claudekit_rider", default=None)
+
+
+@contextmanager
+def riding(rider: Rider) -> Iterator[Rider]:
+    """Settlements in this context carry `rider`'s writes (until they are written once)."""
+    token = _rider.set(rider)
+    try:
+        yield rider
+    finally:
+        _rider.reset(token)
 
 
 class Accounting:
@@ -106,6 +136,7 @@ class Accounting:
         day: date | None = None,
     ) -> None:
         """Record what a call cost; `batch`: a Message Batches result (batch rate, no latency).
+        The context's `Rider` (if any) writes in the same transaction.
 
         Never raises: the answer is paid for, so the caller gets it even if the ledger cannot be
         written (retried first). Then the usage is logged for reconciliation with a
@@ -114,12 +145,22 @@ class Accounting:
         costs = self.costs(result, day or utc_date(), batch=batch)
         result.cost_usd = costs.actual
         u = result.usage
+        rider = _rider.get()
+        try:
+            also = rider.items(result) if rider is not None and not rider.written else []
+        except Exception:  # the settlement comes first: the rider's writes then go their own way
+            logger.exception("writes riding on a settlement could not be built")
+            also = []
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(SETTLE_ATTEMPTS), wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True
             ):
                 with attempt:
-                    self.ledger.settle(reservation, u, costs, feature=request.feature, model=result.model)
+                    written = self.ledger.settle(
+                        reservation, u, costs, feature=request.feature, model=result.model, also=also
+                    )
+            if rider is not None and also:
+                rider.written = written
         except Exception as exc:
             logger.error(
                 "usage not recorded; reconcile it",

@@ -7,8 +7,9 @@ or out of flight changes the count in the same transaction as the job's status, 
 ends (succeeded, failed, failed on its way to the DLQ) always leaves the count, exactly once.
 
 The worker claims a job with one conditional write that also checks the message against the
-record (`claim`), and records the result in the same write that ends it (`to_succeeded`): the job
-record is its own idempotency record, so a job costs two writes of its own and no read.
+record (`claim`), and records the result in the same write that ends it (`succeeded_items`, which
+rides in the call's settlement transaction; `to_succeeded` on its own): the job record is its own
+idempotency record, so a job costs one write of its own (the claim), one shared, and no read.
 """
 
 from __future__ import annotations
@@ -163,7 +164,35 @@ class JobStore:
             if record is None or "owner" not in record:
                 return False
             owner = str(record["owner"])
+            known = False
         else:
+            known = True
+        try:
+            self.client.transact_write_items(
+                TransactItems=self._counted_items(
+                    job_id, expression, condition, values, leaving=leaving, owner=owner, check_owner=known
+                )
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def _counted_items(
+        self,
+        job_id: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        leaving: bool,
+        owner: str,
+        check_owner: bool = True,
+    ) -> list[dict[str, Any]]:
+        """The TransactWriteItems entries of `_update_counted`: the job's update, conditional on
+        its crossing (and on its owner, if `check_owner`), and the owner's in-flight count."""
+        if check_owner:
             condition = f"({condition}) AND #o = :owner"
             values = {**values, ":owner": owner}
         crossing = "#s IN (:q_in, :r_in)" if leaving else "#s = :f_out"
@@ -180,13 +209,7 @@ class JobStore:
             "UpdateExpression": "ADD jobs :n",
             "ExpressionAttributeValues": to_ddb({":n": -1 if leaving else 1}),
         }
-        try:
-            self.client.transact_write_items(TransactItems=[{"Update": job}, {"Update": counter}])
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                return False
-            raise
-        return True
+        return [{"Update": job}, {"Update": counter}]
 
     def _finish(self, job_id: str, expression: str, condition: str, values: dict[str, Any], owner: str | None) -> bool:
         """A move to succeeded or failed: from queued or running it leaves flight (counted);
@@ -249,13 +272,13 @@ class JobStore:
     def to_succeeded(self, job_id: str, result: dict[str, Any], *, owner: str | None = None) -> bool:
         """-> succeeded with the result, in one write. A real result wins over any earlier state
         except another success. `owner` (when the caller knows it) saves reading the record."""
-        return self._finish(
-            job_id,
-            "SET #s = :ok, updated_at = :now, finished_at = :now, #r = :result REMOVE #e, failed_message_id, #l",
-            "attribute_exists(id) AND #s <> :ok",
-            {":ok": "succeeded", ":result": json.dumps(result, separators=(",", ":"))},
-            owner,
-        )
+        return self._finish(job_id, *_succeeded(result), owner)
+
+    def succeeded_items(self, job_id: str, result: dict[str, Any], *, owner: str) -> list[dict[str, Any]]:
+        """`to_succeeded` from queued or running (the worker's case) as TransactWriteItems entries,
+        to ride in another transaction (the call's settlement): no round trip of its own. If their
+        condition fails (the job is no longer in flight), `to_succeeded` is the way."""
+        return self._counted_items(job_id, *_succeeded(result), leaving=True, owner=owner)
 
     def to_failed(
         self,
@@ -333,6 +356,15 @@ class JobStore:
             "#s = :running",
             {":queued": "queued", ":running": "running", ":error": error},
         )
+
+
+def _succeeded(result: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """The update, condition and values that move a job to succeeded with `result`."""
+    return (
+        "SET #s = :ok, updated_at = :now, finished_at = :now, #r = :result REMOVE #e, failed_message_id, #l",
+        "attribute_exists(id) AND #s <> :ok",
+        {":ok": "succeeded", ":result": json.dumps(result, separators=(",", ":"))},
+    )
 
 
 def public_view(record: dict[str, Any]) -> dict[str, Any]:

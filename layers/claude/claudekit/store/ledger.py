@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -333,11 +333,25 @@ class Ledger:
         start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
         return int((start + timedelta(days=1 + self.retention_days)).timestamp())
 
-    def settle(self, reservation: Reservation, usage: Usage, costs: Costs, *, feature: str, model: str = "") -> None:
+    def settle(
+        self,
+        reservation: Reservation,
+        usage: Usage,
+        costs: Costs,
+        *,
+        feature: str,
+        model: str = "",
+        also: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         """Replace the reservation with what the call really cost, and count its tokens, in total
         and per feature (with what the call would have cost without caching and without routing);
         and add the call to the day's aggregate for the operator's report (per feature, per model,
-        per user), all in one transaction so a retried settle never counts a part twice."""
+        per user), all in one transaction so a retried settle never counts a part twice.
+
+        `also`: more TransactWriteItems entries written in the same transaction (a job's result
+        with its status), so they cost no round trip of their own. The call was made whatever they
+        hold, so if one of their conditions fails the settlement is written alone: False then,
+        True when everything was written."""
         counters: dict[str, Decimal | int] = {
             "cost_usd": costs.actual,
             "requests": 1,
@@ -368,17 +382,27 @@ class Ledger:
             (f"usage-day#{reservation.day}", aggregate),
             (f"usage-day#{reservation.day}#{reservation.user_key[0]}", shard),
         ]
-        self._table.transact(
-            [
-                self._table.update_request(
-                    key,
-                    update["UpdateExpression"] + " SET expiration = :exp",
-                    names=update["ExpressionAttributeNames"],
-                    values={**update["ExpressionAttributeValues"], ":exp": expiration},
-                )
-                for key, update in items
-            ]
-        )
+        updates = [
+            self._table.update_request(
+                key,
+                update["UpdateExpression"] + " SET expiration = :exp",
+                names=update["ExpressionAttributeNames"],
+                values={**update["ExpressionAttributeValues"], ":exp": expiration},
+            )
+            for key, update in items
+        ]
+        if not also:
+            self._table.transact(updates)
+            return True
+        try:
+            self._table.client.transact_write_items(TransactItems=[*({"Update": u} for u in updates), *also])
+        except ClientError as exc:
+            # The usage updates have no condition: a failed condition is one of `also`'s.
+            if not _condition_failed(exc):
+                raise
+            self._table.transact(updates)
+            return False
+        return True
 
     def release(self, reservation: Reservation) -> None:
         """A call that cost nothing gives its reservation back."""
@@ -449,6 +473,14 @@ class Ledger:
             "users": len(users),
             "top_users": [{"user": user, "cost_usd": float(cost)} for user, cost in users[:top]],
         }
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    """A cancelled transaction one of whose conditions did not hold (not a conflict or throttle)."""
+    reasons = cast(list[dict[str, Any]], exc.response.get("CancellationReasons") or [])
+    return error_code(exc) == "TransactionCanceledException" and any(
+        reason.get("Code") == "ConditionalCheckFailed" for reason in reasons
+    )
 
 
 def _adds(counters: Mapping[str, Decimal | int]) -> dict[str, Any]:

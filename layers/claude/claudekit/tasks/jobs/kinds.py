@@ -1,6 +1,8 @@
 """Every feature as a job: each kind runs the feature's own task and answers in its route's shape.
 
-Realtime jobs call the task as the route does (one repair turn for structured output included).
+Realtime jobs call the task as the route does (one repair turn for structured output included),
+and hand their answer to the settlement of the call that produced it (`run`'s `ride`), so the
+job's result is written in the same transaction as its cost.
 Message Batches jobs send the same request (`batch_request`) and read the answer with the same
 checks (`batch_answer`); a batch has no repair turn, so an invalid structured answer fails the job
 with UPSTREAM_ERROR (it was billed, so it is charged).
@@ -8,11 +10,17 @@ with UPSTREAM_ERROR (it was billed, so it is charged).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from pydantic import BaseModel
+
+from claudekit.claude.accounting import Rider, riding
 from claudekit.claude.client import ClaudeClient
 from claudekit.claude.request import ClaudeRequest, ClaudeResult
 from claudekit.deadline import Deadline
+from claudekit.errors import StructuredOutputError
 from claudekit.tasks import classify, generate, ideas, structured
 from claudekit.tasks.classify import ClassifyBody, ClassifyOut
 from claudekit.tasks.generate import GenerateOut
@@ -48,19 +56,81 @@ def ideas_out(found: list[Any], result: ClaudeResult) -> dict[str, Any]:
 
 
 def run(
-    client: ClaudeClient, item: Item, user: str, deadline: Deadline, *, feature: str, max_retry_wait: float
-) -> dict[str, Any]:
-    """One realtime job: the feature's task, its result as the route answers it."""
+    client: ClaudeClient,
+    item: Item,
+    user: str,
+    deadline: Deadline,
+    *,
+    feature: str,
+    max_retry_wait: float,
+    ride: Callable[[dict[str, Any]], list[dict[str, Any]]],
+) -> tuple[dict[str, Any], bool]:
+    """One realtime job: the feature's task, its result as the route answers it, and whether that
+    result was written with the call's settlement.
+
+    `ride(answer)` gives the writes that record `answer` (the job's result and status); they go in
+    the settlement's transaction when the first call's answer is final. A structured answer that
+    needed a repair turn sums two calls, so it is returned unwritten, for the caller to write.
+    """
+    answer: Callable[[ClaudeResult], dict[str, Any]]
+    call: Callable[[], dict[str, Any]]
     if isinstance(item, ClassifyJob):
-        request, output = classify.classify_request(item.input, user, feature, max_retry_wait)
-        parsed, result = client.complete_structured(request, output, deadline)
-        return classify_out(classify.classify_answer(item.input, parsed), result)
-    if isinstance(item, IdeasJob):
+        body = item.input
+        request, output = classify.classify_request(body, user, feature, max_retry_wait)
+
+        def classified(parsed: BaseModel, result: ClaudeResult) -> dict[str, Any]:
+            return classify_out(classify.classify_answer(body, parsed), result)
+
+        answer = partial(_structured, classified, output)
+        call = partial(_complete_structured, classified, client, request, output, deadline)
+    elif isinstance(item, IdeasJob):
         request, output = ideas.ideas_request(item.input, user, feature, max_retry_wait)
-        parsed, result = client.complete_structured(request, output, deadline)
-        return ideas_out(ideas.ideas_answer(parsed), result)
-    request = generate.generate_request(item.body(), user, feature, max_retry_wait)
+
+        def found(parsed: BaseModel, result: ClaudeResult) -> dict[str, Any]:
+            return ideas_out(ideas.ideas_answer(parsed), result)
+
+        answer = partial(_structured, found, output)
+        call = partial(_complete_structured, found, client, request, output, deadline)
+    else:
+        request = generate.generate_request(item.body(), user, feature, max_retry_wait)
+        answer = generate_out
+        call = partial(_complete, client, request, deadline)
+    settled = 0
+
+    def items(result: ClaudeResult) -> list[dict[str, Any]]:
+        nonlocal settled
+        settled += 1
+        if settled > 1:  # a repair turn: the answer will sum both calls
+            return []
+        try:
+            return ride(answer(result))
+        except StructuredOutputError:  # not final: a repair turn follows, or the job fails
+            return []
+
+    with riding(Rider(items)) as rider:
+        out = call()
+    return out, rider.written
+
+
+def _complete(client: ClaudeClient, request: ClaudeRequest, deadline: Deadline) -> dict[str, Any]:
     return generate_out(client.complete(request, deadline))
+
+
+def _structured(
+    finish: Callable[[BaseModel, ClaudeResult], dict[str, Any]], output: type[BaseModel], result: ClaudeResult
+) -> dict[str, Any]:
+    """One call's structured answer in its route's shape; StructuredOutputError if it does not hold."""
+    return finish(structured.parse_output(output, result), result)
+
+
+def _complete_structured(
+    finish: Callable[[BaseModel, ClaudeResult], dict[str, Any]],
+    client: ClaudeClient,
+    request: ClaudeRequest,
+    output: type[BaseModel],
+    deadline: Deadline,
+) -> dict[str, Any]:
+    return finish(*client.complete_structured(request, output, deadline))
 
 
 def batch_request(item: Item, user: str, feature: str) -> ClaudeRequest:

@@ -17,7 +17,8 @@ message against the record; the result is stored by the one write that ends the 
 
 Status moves queued -> running -> succeeded | failed (running -> queued between retries), each
 move a conditional write, so a late or duplicate worker can never overwrite a finished job.
-A job costs the claim, the admission, the settlement and the result: four DynamoDB writes.
+A job costs three DynamoDB writes: the claim, the admission, and the settlement, whose transaction
+also records the result and ends the job (`kinds.run`'s `ride`).
 Poll messages of Message Batches jobs go to `batch_mode.Poller`.
 """
 
@@ -150,7 +151,7 @@ class JobWorker:
             return self._not_claimed(sqs, record, info, message, claim.record, last)
 
         try:
-            result = self._run(message, context)
+            result, recorded = self._run(message, context)
         except RateLimited as exc:
             # The owner's minute window is full: wait for the next one without using up a receive.
             self.store.to_queued(message.job_id, error_of(exc))
@@ -173,14 +174,17 @@ class JobWorker:
             self._visibility(sqs, record, self._retry_delay(None, receive_count))
             raise RecordReturned(f"retry later: {type(exc).__name__}") from None
 
-        # The result and the end of the job in one write. If it fails the lease stays: the job is
-        # run again only once this invocation's time is over (a crash here would do the same).
-        try:
-            self.store.to_succeeded(message.job_id, result, owner=message.user)
-        except (ClientError, BotoCoreError) as exc:
-            logger.exception("could not record a job's result")
-            self._visibility(sqs, record, self._retry_delay(None, receive_count))
-            raise RecordReturned("result not recorded") from exc
+        # Usually the result and the end of the job rode in the call's settlement. Else (a repaired
+        # structured answer, a job no longer in flight, a settlement that could not be written) one
+        # write of its own. If that fails the lease stays: the job is run again only once this
+        # invocation's time is over (a crash before the settlement does the same).
+        if not recorded:
+            try:
+                self.store.to_succeeded(message.job_id, result, owner=message.user)
+            except (ClientError, BotoCoreError) as exc:
+                logger.exception("could not record a job's result")
+                self._visibility(sqs, record, self._retry_delay(None, receive_count))
+                raise RecordReturned("result not recorded") from exc
         logger.info("job succeeded", extra={"job_id": message.job_id, "receive_count": receive_count})
         return "succeeded"
 
@@ -220,10 +224,14 @@ class JobWorker:
         self._visibility(sqs, record, wait)
         raise RecordReturned("in progress elsewhere")
 
-    def _run(self, message: JobMessage, context: LambdaContextLike) -> dict[str, Any]:
+    def _run(self, message: JobMessage, context: LambdaContextLike) -> tuple[dict[str, Any], bool]:
         """Call Claude, admitted and charged under the owner's plan, from the groups the job was
-        posted with."""
+        posted with: the result, and whether it was recorded with the call's settlement."""
         deadline = Deadline.from_context(context, self.settings.deadline_margin_seconds)
+
+        def ride(result: dict[str, Any]) -> list[dict[str, Any]]:
+            return self.store.succeeded_items(message.job_id, result, owner=message.user)
+
         with ledger.request(message.groups):
             # A longer retry-after is cheaper spent invisible in the queue than sleeping in Lambda.
             return kinds.run(
@@ -233,6 +241,7 @@ class JobWorker:
                 deadline,
                 feature=FEATURE,
                 max_retry_wait=IN_CALL_RETRY_WAIT_SECONDS,
+                ride=ride,
             )
 
     # -- outcomes -------------------------------------------------------------------------
