@@ -25,15 +25,15 @@ TARGET_DYNAMODB = 2  # issue 15: admission + settlement, and nothing else
 # DynamoDB calls per warm request today, apart from the clock-driven cache refreshes (breaker
 # state and cooldown, one read per instance every few seconds): the admission (rate-limit window
 # and budget reservation in one update) and the settlement transaction; conversations also read
-# the conversation and write the turn; a job submission reserves, counts in-flight jobs and writes
-# the job records.
+# the conversation (the turn rides in the settlement); a job submission reserves, counts in-flight
+# jobs and writes the job records.
 TODAY = {
     "generate": 2,
     "classify": 2,
     "ideas": 2,
     "stream": 2,
-    "conversations": 5,
-    "jobs submit": 4,
+    "conversations": 3,
+    "jobs submit": 2,
     "usage": 2,
 }
 WARM_REQUESTS = 3

@@ -8,6 +8,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -15,13 +16,14 @@ import boto3
 import httpx2
 import pytest
 
-from claudekit.claude.client import reset_client
+from claudekit.claude.client import get_client, reset_client
 from functions.stream import app as stream_app
 from local.instances import load_module
 from local.lambda_context import LambdaContext
 from local.serve import serve_in_thread
 from local.shim import ROOT
-from local.simulator import Fault, Simulator
+from local.simulator import Fault, Latency, Simulator
+from tests.helpers import wait_for
 from tests.integration.test_stream import parse_sse, stream_headers
 
 EVENTS = ROOT / "events"
@@ -126,6 +128,38 @@ def test_the_item_expires_and_holds_no_identity(conversations: Any, settings_env
     )["Item"]
     assert int(item["expiration"]["N"]) > 0
     assert user not in json.dumps(item)
+
+
+def test_a_turn_saved_while_claude_answered_is_a_conflict_and_the_call_is_charged_once(
+    conversations: Any, sim: Simulator, settings_env: dict[str, str]
+) -> None:
+    """A turn is written in its call's settlement transaction, on the condition that the
+    conversation is still at the version read: another turn saved meanwhile makes it 409, the
+    other turn stays, and the answer is charged once all the same (it was paid for)."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    cid = start(conversations, user)
+    say(conversations, user, cid, "First question?")
+    sim.configure(latency=Latency(ttft=0.5))
+    seen = len(sim.message_requests())
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            invoke, conversations, "conversations-messages.json", user, cid, {"prompt": "Second question?"}
+        )
+        assert wait_for(lambda: len(sim.message_requests()) > seen, timeout=10)
+        # Another request saves a turn while Claude answers this one: the item moves one version on.
+        boto3.client("dynamodb").update_item(
+            TableName=settings_env["TABLE_NAME"],
+            Key={"id": {"S": f"conversation#{cid}"}},
+            UpdateExpression="ADD version :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+        status, error, _ = pending.result(timeout=30)
+
+    assert status == 409 and error["error"]["code"] == "CONFLICT", error
+    _, history, _ = invoke(conversations, "conversations-get.json", user, cid)
+    assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["First question?"]
+    report = get_client().accounting.ledger.report(user)
+    assert report["requests"] == 2 and report["cost_usd"] > 0, report
 
 
 @pytest.mark.parametrize("mode", ["summarize", "drop"])

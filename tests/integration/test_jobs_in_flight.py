@@ -65,6 +65,17 @@ def test_a_submission_past_the_cap_is_refused_whole_and_another_user_is_unaffect
     assert status == 202 and len(body["jobs"]) == CAP
 
 
+@pytest.mark.parametrize("count", [99, 100])  # one transaction with the count; the full 100 counts first
+def test_a_large_submission_past_the_cap_writes_nothing(jobs_env: None, count: int) -> None:  # noqa: F811
+    store, user = JobStore(get_settings().table_name), f"u-{uuid.uuid4()}"
+    records = [{"id": f"job#{uuid.uuid4()}", "owner": user, "status": "queued"} for _ in range(count + 1)]
+    assert store.create(records[:1], owner=user, cap=count)
+    assert not store.create(records[1:], owner=user, cap=count)
+    assert in_flight(user) == 1
+    assert store.get(records[1]["id"].removeprefix("job#")) is None
+    assert store.create(records[1:count], owner=user, cap=count) and in_flight(user) == count
+
+
 def test_the_refusal_says_when_to_retry(capped: None) -> None:
     from functions.jobs import app
     from tests.integration.test_jobs import context, rest_event

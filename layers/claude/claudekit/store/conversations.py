@@ -93,15 +93,21 @@ class ConversationStore:
             expiration=int(found["expiration"]),
         )
 
-    def save(self, conv: Conversation) -> None:
-        """Write the next version; Conflict if another turn was saved since `conv` was read."""
+    def save_request(self, conv: Conversation) -> dict[str, Any]:
+        """`conv` as its next version: the PutItem that writes it only over the version it was read
+        at (also a transaction's `Put`). `conv` holds the next version afterwards."""
         now = time.time()
         previous = conv.version
         conv.version += 1
         conv.updated_at = iso(now)
         conv.expiration = int(now) + self.settings.conversation_ttl_seconds
+        return self._table.put_request(_item(conv), condition="version = :v", values={":v": previous})
+
+    def save(self, conv: Conversation) -> None:
+        """Write the next version; Conflict if another turn was saved since `conv` was read."""
+        request = self.save_request(conv)
         try:
-            self._table.put(_item(conv), condition="version = :v", values={":v": previous})
+            self._table.client.put_item(**request)
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise Conflict(

@@ -39,6 +39,7 @@ def error_code(exc: ClientError) -> str:
 # botocore checks every parameter against the service model before sending (about a millisecond of
 # CPU on a settlement's transaction). Ours are built by the stores, never taken from callers, and
 # DynamoDB validates them again on arrival, so the client-side pass is skipped.
+TRANSACTION_ITEMS = 100  # the most one TransactWriteItems may hold
 _CONFIG = Config(parameter_validation=False)
 _clients: dict[tuple[str | None, str | None], Any] = {}
 _clients_lock = threading.Lock()
@@ -61,6 +62,15 @@ def reset() -> None:
     """Forget the clients: the next `client()` builds a new one (a SnapStart restore; tests)."""
     with _clients_lock:
         _clients.clear()
+
+
+def failed_conditions(exc: ClientError) -> list[int]:
+    """The positions of a cancelled transaction's items whose condition did not hold (none for a
+    conflict, a throttle or any other error)."""
+    if error_code(exc) != "TransactionCanceledException":
+        return []
+    reasons = exc.response.get("CancellationReasons") or []
+    return [i for i, reason in enumerate(reasons) if reason.get("Code") == "ConditionalCheckFailed"]
 
 
 def key(item_id: str) -> dict[str, Any]:
@@ -90,13 +100,21 @@ class Table:
         found = (from_ddb(item) for item in response.get("Responses", {}).get(self.name, []))
         return {str(item["id"]): item for item in found}
 
+    def put_request(
+        self, item: Mapping[str, Any], *, condition: str | None = None, values: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The parameters of one PutItem, as `put` sends them or a transaction's `Put`."""
+        request: dict[str, Any] = {"TableName": self.name, "Item": to_ddb(item)}
+        if condition:
+            request["ConditionExpression"] = condition
+        if values:
+            request["ExpressionAttributeValues"] = to_ddb(values)
+        return request
+
     def put(
         self, item: Mapping[str, Any], *, condition: str | None = None, values: Mapping[str, Any] | None = None
     ) -> None:
-        extra: dict[str, Any] = {"ConditionExpression": condition} if condition else {}
-        if values:
-            extra["ExpressionAttributeValues"] = to_ddb(values)
-        self.client.put_item(TableName=self.name, Item=to_ddb(item), **extra)
+        self.client.put_item(**self.put_request(item, condition=condition, values=values))
 
     def delete(self, item_id: str) -> None:
         self.client.delete_item(TableName=self.name, Key=key(item_id))

@@ -2,7 +2,8 @@
 
 Each owner's jobs in flight (queued or running) are counted in one item, `inflight#<user>`, so
 nobody fills the shared queue alone. The count is exact under concurrency: `create` adds a
-submission's jobs with a conditional update (refused whole past the cap), and every move into
+submission's jobs with a conditional update (refused whole past the cap) in the transaction that
+writes their records, and every move into
 or out of flight changes the count in the same transaction as the job's status, so a job that
 ends (succeeded, failed, failed on its way to the DLQ) always leaves the count, exactly once.
 
@@ -24,7 +25,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claudekit.settings import Settings
-from claudekit.store.dynamo import Table, from_ddb, to_ddb
+from claudekit.store.dynamo import TRANSACTION_ITEMS, Table, failed_conditions, from_ddb, to_ddb
 from claudekit.tasks.jobs.models import now_iso
 from claudekit.telemetry import hash_user, logger
 
@@ -69,27 +70,31 @@ class JobStore:
         return self._table.client
 
     def create(self, records: list[dict[str, Any]], *, owner: str, cap: int) -> bool:
-        """Count the jobs in flight for `owner`, then write every record; False (nothing written)
+        """Count the jobs in flight for `owner` and write every record; False (nothing written)
         when that would put more than `cap` of the owner's jobs in flight.
 
-        The records are one transaction (DynamoDB allows 100 items, our maximum), so the count
-        cannot share it; a failed write gives the count back.
+        One transaction holds the count and the records, one round trip; DynamoDB allows 100
+        items in one, so a full submission (100 records) counts first, and a failed write gives
+        the count back.
         """
+        if len(records) > cap:
+            return False
+        new = "attribute_not_exists(id)"
+        puts = [{"Put": {"TableName": self.table_name, "Item": to_ddb(r), "ConditionExpression": new}} for r in records]
+        if len(puts) < TRANSACTION_ITEMS:
+            try:
+                self.client.transact_write_items(
+                    TransactItems=[{"Update": self._in_flight_update(owner, len(records), cap)}, *puts]
+                )
+            except ClientError as exc:
+                if failed_conditions(exc)[:1] == [0]:  # the count's: past the cap
+                    return False
+                raise
+            return True
         if not self._add_in_flight(owner, len(records), cap):
             return False
         try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table_name,
-                            "Item": to_ddb(r),
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    }
-                    for r in records
-                ]
-            )
+            self.client.transact_write_items(TransactItems=puts)
         except Exception:
             self._add_in_flight(owner, -len(records), None)
             raise
@@ -99,20 +104,23 @@ class JobStore:
         item = self.client.get_item(TableName=self.table_name, Key=to_ddb(in_flight_key(owner)), ConsistentRead=True)
         return int(from_ddb(item["Item"]).get("jobs", 0)) if "Item" in item else 0
 
-    def _add_in_flight(self, owner: str, count: int, cap: int | None) -> bool:
+    def _in_flight_update(self, owner: str, count: int, cap: int | None) -> dict[str, Any]:
         """One conditional ADD: never past `cap` (None: no cap, for giving jobs back)."""
-        if cap is not None and count > cap:
-            return False
         condition = {} if cap is None else {"ConditionExpression": "attribute_not_exists(jobs) OR jobs <= :room"}
         values = {":n": count, **({} if cap is None else {":room": cap - count})}
+        return {
+            "TableName": self.table_name,
+            "Key": to_ddb(in_flight_key(owner)),
+            "UpdateExpression": "ADD jobs :n",
+            "ExpressionAttributeValues": to_ddb(values),
+            **condition,
+        }
+
+    def _add_in_flight(self, owner: str, count: int, cap: int | None) -> bool:
+        if cap is not None and count > cap:
+            return False
         try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=to_ddb(in_flight_key(owner)),
-                UpdateExpression="ADD jobs :n",
-                ExpressionAttributeValues=to_ddb(values),
-                **condition,
-            )
+            self.client.update_item(**self._in_flight_update(owner, count, cap))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False

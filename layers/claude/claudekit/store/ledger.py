@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 
 from claudekit.claude.pricing import Usage
 from claudekit.errors import BudgetExceeded, CostExceedsBudget, InternalError, RateLimited
-from claudekit.store.dynamo import Table, error_code, from_ddb
+from claudekit.store.dynamo import Table, error_code, failed_conditions, from_ddb
 from claudekit.telemetry import hash_user
 
 DAY_SECONDS = 86_400
@@ -398,7 +398,7 @@ class Ledger:
             self._table.client.transact_write_items(TransactItems=[*({"Update": u} for u in updates), *also])
         except ClientError as exc:
             # The usage updates have no condition: a failed condition is one of `also`'s.
-            if not _condition_failed(exc):
+            if not failed_conditions(exc):
                 raise
             self._table.transact(updates)
             return False
@@ -473,14 +473,6 @@ class Ledger:
             "users": len(users),
             "top_users": [{"user": user, "cost_usd": float(cost)} for user, cost in users[:top]],
         }
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    """A cancelled transaction one of whose conditions did not hold (not a conflict or throttle)."""
-    reasons = cast(list[dict[str, Any]], exc.response.get("CancellationReasons") or [])
-    return error_code(exc) == "TransactionCanceledException" and any(
-        reason.get("Code") == "ConditionalCheckFailed" for reason in reasons
-    )
 
 
 def _adds(counters: Mapping[str, Decimal | int]) -> dict[str, Any]:

@@ -12,12 +12,13 @@ down to half the cap so compaction (which rewrites the cached prefix) happens ra
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from claudekit.claude.accounting import Rider, riding
 from claudekit.claude.client import ClaudeClient, get_client
 from claudekit.claude.request import ClaudeRequest, ClaudeResult, Delta
 from claudekit.deadline import Deadline
@@ -174,20 +175,39 @@ def _compact(client: ClaudeClient, conv: Conversation, prompt: str, user_id: str
     return Compaction(mode="summarized", messages=len(gone), cost_usd=result.cost_usd)
 
 
-def record(store: ConversationStore, turn: Turn, answer: ClaudeResult) -> None:
-    """Append the turn and its answer (only a complete answer: a failed turn leaves no trace)."""
-    turn.conversation.turns = [
+def _with_answer(turn: Turn, answer: ClaudeResult) -> list[dict[str, str]]:
+    return [
         *turn.request.history,
         {"role": "user", "content": turn.request.prompt},
         {"role": "assistant", "content": answer.text},
     ]
+
+
+def record(store: ConversationStore, turn: Turn, answer: ClaudeResult) -> None:
+    """Append the turn and its answer (only a complete answer: a failed turn leaves no trace)."""
+    turn.conversation.turns = _with_answer(turn, answer)
     store.save(turn.conversation)
 
 
 def answer(client: ClaudeClient, store: ConversationStore, turn: Turn, deadline: Deadline) -> ClaudeResult:
-    """A buffered turn: call, record, and return the answer."""
-    result = client.complete(turn.request, deadline)
-    record(store, turn, result)
+    """A buffered turn: call, record, and return the answer.
+
+    The recorded turn rides in the call's settlement (one transaction, no write of its own). It is
+    built on a copy: if it was not written (another turn was saved meanwhile, so its condition
+    failed and the settlement went alone), `record` saves the turn as it always did, and the
+    version check answers Conflict exactly as before."""
+    written: list[Conversation] = []
+
+    def items(result: ClaudeResult) -> list[dict[str, Any]]:
+        written[:] = [replace(turn.conversation, turns=_with_answer(turn, result))]
+        return [{"Put": store.save_request(written[0])}]
+
+    with riding(Rider(items)) as rider:
+        result = client.complete(turn.request, deadline)
+    if rider.written:
+        turn.conversation = written[0]
+    else:
+        record(store, turn, result)
     return result
 
 
