@@ -25,8 +25,8 @@ TARGET_DYNAMODB = 2  # issue 15: admission + settlement, and nothing else
 # DynamoDB calls per warm request today, apart from the clock-driven cache refreshes (breaker
 # state and cooldown, one read per instance every few seconds): the admission (rate-limit window
 # and budget reservation in one update) and the settlement transaction; conversations also read
-# the conversation (the turn rides in the settlement); a job submission reserves, counts in-flight
-# jobs and writes the job records.
+# the conversation (the turn rides in the settlement); a job submission admits the request, then
+# counts its jobs in flight and writes their records in one transaction.
 TODAY = {
     "generate": 2,
     "classify": 2,
