@@ -37,7 +37,11 @@ Hook = Callable[[], None]
 
 
 def before_snapshot() -> None:
-    """Warm what is safe in a snapshot (settings, the price table); never a connection or the key."""
+    """Warm what is safe in a snapshot (settings, the price table, the Tracer of a traced handler,
+    which init leaves to the first invocation); never a connection or the key."""
+    telemetry = sys.modules.get("claudekit.telemetry")
+    if telemetry is not None:
+        telemetry.prepare_tracer()
     settings = sys.modules.get("claudekit.settings")
     if settings is None:
         return
