@@ -172,11 +172,13 @@ found = {
     "gc_enabled": gc.isenabled(),
     "frozen": gc.get_freeze_count(),
     "xray": "aws_xray_sdk" in sys.modules,
+    "parameters": "aws_lambda_powertools.utilities.parameters" in sys.modules,
 }
 for hook in registered:
     if hook.__name__ == "before_snapshot":
         hook()
 found["xray_in_snapshot"] = "aws_xray_sdk" in sys.modules
+found["parameters_in_snapshot"] = "aws_lambda_powertools.utilities.parameters" in sys.modules
 print(json.dumps(found))
 """
     path = os.pathsep.join([str(ROOT / "functions" / function), str(ROOT / "layers" / "claude"), str(ROOT)])
@@ -204,6 +206,9 @@ def test_a_handler_registers_the_hooks_and_unpauses_the_collector_after_its_impo
     # records, and never under the Lambda Web Adapter (the stream function).
     assert found["xray"] is False
     assert found["xray_in_snapshot"] is traces
+    # The key's reader likewise: the first read imports it, a snapshot holds it (never the key).
+    assert found["parameters"] is False
+    assert found["parameters_in_snapshot"] is True
 
 
 def test_every_handler_imports_the_hooks_first_and_unpauses_the_collector_last() -> None:
