@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar, cast
@@ -41,12 +42,14 @@ def traced(handler: H) -> H:
     global _traced
     _traced = True
     captured: Callable[[Any, Any], Any] | None = None
+    first = threading.Lock()  # the local stack invokes from a thread pool: one Tracer, built once
 
     @functools.wraps(handler)
     def first_traced(event: Any, context: Any) -> Any:
         nonlocal captured
         if captured is None:
-            captured = _tracer().capture_lambda_handler(handler)
+            with first:
+                captured = captured or _tracer().capture_lambda_handler(handler)
         return captured(event, context)
 
     return cast(H, first_traced)
