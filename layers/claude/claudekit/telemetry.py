@@ -3,7 +3,7 @@
 Nothing here ever receives prompt or completion text; user ids are hashed before logging.
 
 The Tracer is built on first use, not at import: building it imports aws_xray_sdk and patches
-botocore (about 11 ms of CPU), and under the Lambda Web Adapter (the stream function) X-Ray records
+botocore (about 8 ms of CPU), and under the Lambda Web Adapter (the stream function) X-Ray records
 nothing. A traced handler (`traced`) builds it on its first invocation, so the init phase never
 pays it; with SnapStart, `prepare_tracer` (the before-snapshot hook) builds it into the snapshot.
 """
