@@ -17,13 +17,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from claudekit.claude.client import get_client
 from claudekit.tasks.jobs.worker import get_worker
-from claudekit.telemetry import logger, tracer
+from claudekit.telemetry import logger, traced
 
 get_client()  # settings parsed in the init phase: a bad variable fails the cold start, by name
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@traced
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return get_worker().handle(event, context)
 

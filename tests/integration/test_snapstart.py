@@ -164,15 +164,22 @@ def _import_handler(function: str, env: dict[str, str]) -> dict[str, Any]:
 import gc, json, sys, types
 registered = []
 fake = types.ModuleType("snapshot_restore_py")
-fake.register_before_snapshot = fake.register_after_restore = lambda hook: registered.append(hook.__name__)
+fake.register_before_snapshot = fake.register_after_restore = registered.append
 sys.modules["snapshot_restore_py"] = fake
 import app
-print(json.dumps({
-    "registered": registered,
+found = {
+    "registered": [hook.__name__ for hook in registered],
     "gc_enabled": gc.isenabled(),
     "frozen": gc.get_freeze_count(),
     "xray": "aws_xray_sdk" in sys.modules,
-}))
+    "parameters": "aws_lambda_powertools.utilities.parameters" in sys.modules,
+}
+for hook in registered:
+    if hook.__name__ == "before_snapshot":
+        hook()
+found["xray_in_snapshot"] = "aws_xray_sdk" in sys.modules
+found["parameters_in_snapshot"] = "aws_lambda_powertools.utilities.parameters" in sys.modules
+print(json.dumps(found))
 """
     path = os.pathsep.join([str(ROOT / "functions" / function), str(ROOT / "layers" / "claude"), str(ROOT)])
     done = subprocess.run(
@@ -195,8 +202,13 @@ def test_a_handler_registers_the_hooks_and_unpauses_the_collector_after_its_impo
     found = _import_handler(function, dict(os.environ))
     assert found["registered"] == ["before_snapshot", "after_restore"]
     assert found["gc_enabled"] and found["frozen"] > 10_000  # init's objects set aside, collector back on
-    # X-Ray only where it records: never under the Lambda Web Adapter (the stream function).
-    assert found["xray"] is traces
+    # X-Ray is the first invocation's (telemetry.traced), never init's; a snapshot holds it where it
+    # records, and never under the Lambda Web Adapter (the stream function).
+    assert found["xray"] is False
+    assert found["xray_in_snapshot"] is traces
+    # The key's reader likewise: the first read imports it, a snapshot holds it (never the key).
+    assert found["parameters"] is False
+    assert found["parameters_in_snapshot"] is True
 
 
 def test_every_handler_imports_the_hooks_first_and_unpauses_the_collector_last() -> None:

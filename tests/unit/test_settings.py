@@ -54,3 +54,20 @@ def test_max_tokens_default_per_task_and_ceiling(env: pytest.MonkeyPatch) -> Non
     assert max_tokens_for("generate", 300, settings) == 300
     with pytest.raises(InvalidRequest):
         max_tokens_for("generate", 1001, settings)
+
+
+@pytest.mark.parametrize("name", ["PLANS", "TASK_TIERS"])
+def test_a_json_variable_that_is_not_json_is_named(env: pytest.MonkeyPatch, name: str) -> None:
+    env.setenv(name, "not json")
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()
+
+
+def test_variables_are_read_in_any_case_and_arguments_win(env: pytest.MonkeyPatch) -> None:
+    env.setenv("max_tokens_ceiling", "300")
+    env.setenv("PLANS", '{"free": {"requests_per_minute": 5, "daily_budget_usd": 0.1}}')
+    settings = load_settings()
+    assert settings.max_tokens_ceiling == 300
+    assert settings.plans["free"].requests_per_minute == 5
+    assert Settings(max_tokens_ceiling=1000).max_tokens_ceiling == 1000  # type: ignore[call-arg]
+    assert Settings(table_name="other").table_name == "other"  # type: ignore[call-arg]

@@ -37,7 +37,15 @@ Hook = Callable[[], None]
 
 
 def before_snapshot() -> None:
-    """Warm what is safe in a snapshot (settings, the price table); never a connection or the key."""
+    """Warm what is safe in a snapshot (settings, the price table, and what init leaves to the first
+    invocation: the Tracer of a traced handler, the secret reader's module); never a connection or
+    the key."""
+    telemetry = sys.modules.get("claudekit.telemetry")
+    if telemetry is not None:
+        telemetry.prepare_tracer()
+    secret = sys.modules.get("claudekit.claude.secret")
+    if secret is not None:
+        secret.prepare()  # the module a key read needs; the key itself stays out
     settings = sys.modules.get("claudekit.settings")
     if settings is None:
         return

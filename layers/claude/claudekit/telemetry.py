@@ -2,17 +2,21 @@
 
 Nothing here ever receives prompt or completion text; user ids are hashed before logging.
 
-The Tracer is built on first use of `tracer`, not at import: building it imports aws_xray_sdk
-(10-25 ms of init), and under the Lambda Web Adapter (the stream function) X-Ray records nothing,
-so only the functions that trace pay for it.
+The Tracer is built on first use, not at import: building it imports aws_xray_sdk and patches
+botocore (about 8 ms of CPU), and under the Lambda Web Adapter (the stream function) X-Ray records
+nothing. A traced handler (`traced`) builds it on its first invocation, so the init phase never
+pays it; with SnapStart, `prepare_tracer` (the before-snapshot hook) builds it into the snapshot.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from functools import cache
+from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -21,16 +25,40 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 logger = Logger()
 
 
+H = TypeVar("H", bound=Callable[[Any, Any], Any])
+# Whether a handler of this process is traced: only then does a snapshot get the Tracer.
+_traced = False
+
+
 @cache
 def _tracer() -> Tracer:
-    return Tracer()
+    # botocore only: patch_all would also import and patch sqlite3, which nothing here uses (the
+    # other libraries it knows are not installed; the Anthropic SDK's httpx2 is not one of them).
+    return Tracer(patch_modules=("botocore",))
 
 
-def __getattr__(name: str) -> Tracer:
-    """`telemetry.tracer` (and `from claudekit.telemetry import tracer`): the one Tracer, built once."""
-    if name == "tracer":
-        return _tracer()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def traced(handler: H) -> H:
+    """`tracer.capture_lambda_handler(handler)`, applied when the first invocation arrives."""
+    global _traced
+    _traced = True
+    captured: Callable[[Any, Any], Any] | None = None
+    first = threading.Lock()  # the local stack invokes from a thread pool: one Tracer, built once
+
+    @functools.wraps(handler)
+    def first_traced(event: Any, context: Any) -> Any:
+        nonlocal captured
+        if captured is None:
+            with first:
+                captured = captured or _tracer().capture_lambda_handler(handler)
+        return captured(event, context)
+
+    return cast(H, first_traced)
+
+
+def prepare_tracer() -> None:
+    """Build the Tracer now if a handler here is traced (SnapStart: before the snapshot)."""
+    if _traced:
+        _tracer()
 
 
 def hash_user(user_id: str) -> str:

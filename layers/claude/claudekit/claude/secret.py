@@ -13,13 +13,17 @@ misconfiguration (500). Operators find the AWS error code in the log line.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
-from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claudekit.errors import ConfigurationError, DependencyUnavailable
 from claudekit.telemetry import logger
+
+# Powertools' parameters utility, imported by the first read (2 ms of init that routes reading no
+# key, such as GET /usage, never need), or by `prepare` before a SnapStart snapshot.
+_PARAMETERS = "aws_lambda_powertools.utilities.parameters"
 
 # Secrets Manager error codes that mean "not now", not "never".
 _TRANSIENT_CODES = frozenset(
@@ -43,7 +47,14 @@ _TRANSIENT_CODES = frozenset(
 _READ = threading.Lock()
 
 
+def prepare() -> None:
+    """Import what reading the key needs, without reading it."""
+    from aws_lambda_powertools.utilities import parameters  # noqa: F401
+
+
 def get_api_key(secret_id: str, *, max_age: int, refresh: bool = False) -> str:
+    from aws_lambda_powertools.utilities import parameters
+
     try:
         with _READ:
             raw = parameters.get_secret(secret_id, max_age=max_age, force_fetch=refresh)
@@ -63,7 +74,9 @@ def get_api_key(secret_id: str, *, max_age: int, refresh: bool = False) -> str:
 
 def reset() -> None:
     """Forget the cached key and the Secrets Manager client (a SnapStart restore; tests)."""
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
+    parameters = sys.modules.get(_PARAMETERS)
+    if parameters is not None:  # never imported: nothing cached
+        parameters.clear_caches()
 
 
 def _failure(cause: BaseException | None) -> DependencyUnavailable | ConfigurationError:

@@ -27,7 +27,7 @@ from claudekit.http.errors import error_response, validation_error
 from claudekit.http.headers import JSON_HEADERS, cors_headers
 from claudekit.settings import get_settings
 from claudekit.store import ledger
-from claudekit.telemetry import logger, tracer
+from claudekit.telemetry import logger, traced
 
 # The routes' OpenAPI `responses`: the success model and the error envelope of each status it can return.
 responses = openapi.responses
@@ -87,7 +87,7 @@ def lambda_handler(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], Lam
     get_client()
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-    @tracer.capture_lambda_handler
+    @traced
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # The API speaks only JSON: parse every body as JSON, whatever Content-Type says
         # (curl -d sends form encoding), so a bad body is a clear 400, not a confusing 422.
