@@ -27,10 +27,11 @@ BENCH_KEY = "sk-bench"
 
 
 @contextlib.contextmanager
-def bench_environment(sim: Simulator, **extra: str) -> Iterator[aws.LocalAws]:
-    """Point the functions' settings at `sim` and at moto; yield the local AWS resources."""
+def bench_environment(sim: Simulator, *, moto_process: bool = False, **extra: str) -> Iterator[aws.LocalAws]:
+    """Point the functions' settings at `sim` and at moto (`moto_process`: in a process of its
+    own); yield the local AWS resources."""
     saved_env, saved_level = dict(os.environ), logger.log_level
-    local = aws.start(api_key=BENCH_KEY)
+    local = aws.start(api_key=BENCH_KEY, own_process=moto_process)
     try:
         os.environ.update(local.environment)
         os.environ.update(

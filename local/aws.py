@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -400,6 +402,63 @@ class _KeepAliveMoto:
         self._thread.join(timeout=10)
 
 
+class _MotoProcess:
+    """Moto served from a process of its own (`python -m local.aws`), as DynamoDB and SQS are
+    services of their own: its work does not share the caller's interpreter lock. The child
+    applies the same patches, starts empty, sweeps expired items itself, and exits when the
+    caller closes its stdin (or dies)."""
+
+    def __init__(self, port: int, ttl_sweep_seconds: float | None) -> None:
+        command = [sys.executable, "-m", "local.aws", "--port", str(port), "--ttl-sweep", str(ttl_sweep_seconds or 0)]
+        self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=TEMPLATE.parent
+        )
+        self._port = 0
+
+    def start(self) -> None:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError("moto did not start")
+        self._port = int(line)
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return "127.0.0.1", self._port
+
+    def stop(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def _patch_moto() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+    _atomic_dynamodb_writes()
+    _transactions_copy_their_items()
+    _exact_dynamodb_numbers()
+    _clause_counts_in_one_pass()
+
+
+def serve(port: int, ttl_sweep_seconds: float | None) -> None:
+    """The child of `_MotoProcess`: patched moto on `port` (0: any), its port printed on stdout
+    once it answers, until stdin closes."""
+    _patch_moto()
+    server = _KeepAliveMoto(port)
+    server.start()
+    untrack_per_request_models()
+    local = LocalAws(server=server, endpoint="")
+    if ttl_sweep_seconds:
+        local.start_ttl_sweeper(ttl_sweep_seconds)
+    print(server.get_host_and_port()[1], flush=True)
+    sys.stdin.read()
+    local.stop()
+
+
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     return dict(load_yaml(path.read_text()))
 
@@ -412,26 +471,30 @@ def start(
     template: Path = TEMPLATE,
     stack: str = "claude-kit-local",
     ttl_sweep_seconds: float | None = TTL_SWEEP_SECONDS,
+    own_process: bool = False,
 ) -> LocalAws:
     """Start moto, create the template's resources, and return the resolved environment.
 
     `parameters` override template parameter defaults, as `sam deploy --parameter-overrides`.
-    Expired items are swept every `ttl_sweep_seconds` (None: never; `sweep_expired` on demand).
+    Expired items are swept every `ttl_sweep_seconds` (None: never; `sweep_expired` on demand,
+    in this process's moto only). `own_process`: moto runs in a child process (`_MotoProcess`).
     """
     os.environ.update({k: os.environ.get(k, v) for k, v in FAKE_CREDENTIALS.items()})
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-    _atomic_dynamodb_writes()
-    _transactions_copy_their_items()
-    _exact_dynamodb_numbers()
-    _clause_counts_in_one_pass()
-    server = _KeepAliveMoto(port)
-    server.start()
+    server: _KeepAliveMoto | _MotoProcess
+    if own_process:
+        server = _MotoProcess(port, ttl_sweep_seconds)
+        server.start()
+    else:
+        _patch_moto()
+        server = _KeepAliveMoto(port)
+        server.start()
     host, bound_port = server.get_host_and_port()
     local = LocalAws(server=server, endpoint=f"http://{host}:{bound_port}")
-    # Moto keeps its state per process: start every stack from empty, as a new deploy would.
-    reset = urllib.request.Request(f"{local.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback http
-    urllib.request.urlopen(reset, timeout=10)  # noqa: S310
-    untrack_per_request_models()
+    if not own_process:
+        # Moto keeps its state per process: start every stack from empty, as a new deploy would.
+        reset = urllib.request.Request(f"{local.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback
+        urllib.request.urlopen(reset, timeout=10)  # noqa: S310
+        untrack_per_request_models()
     doc = load_template(template)
     params = {name: str(spec.get("Default", "")) for name, spec in doc.get("Parameters", {}).items()}
     params.update(parameters or {})
@@ -455,7 +518,7 @@ def start(
         resolved = resolver.resolve(value)
         if resolved is not None:
             local.environment[key] = resolved
-    if ttl_sweep_seconds:
+    if ttl_sweep_seconds and not own_process:
         local.start_ttl_sweeper(ttl_sweep_seconds)
     return local
 
@@ -532,3 +595,13 @@ class _Resolver:
         if name in self.params:
             return self.params[name]
         return self.local.physical.get(name)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="patched moto on loopback, until stdin closes")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ttl-sweep", type=float, default=TTL_SWEEP_SECONDS)
+    args = parser.parse_args()
+    serve(args.port, args.ttl_sweep or None)

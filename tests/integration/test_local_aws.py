@@ -190,3 +190,28 @@ def test_clause_counts_refuse_what_moto_refuses_with_its_message(local_aws: aws.
 
     assert getattr(ActionCountValidator.traverse, "_one_pass", False)  # the stack patched it
     assert outcome(ActionCountValidator.traverse) == outcome(DepthFirstTraverser.traverse)
+
+
+def test_moto_in_a_process_of_its_own_is_provisioned_patched_and_sweeps(key: Any) -> None:
+    """`start(own_process=True)` (the jobs benchmark's moto): the template's resources, exact
+    numbers, TTL expiry by the child's own sweeper, and the child gone after stop()."""
+    local = aws.start(own_process=True, ttl_sweep_seconds=0.2)
+    try:
+        ddb, table = local.client("dynamodb"), local.physical["StateTable"]
+        assert local.client("sqs").get_queue_url(QueueName=local.physical["JobsQueue"].rsplit("/", 1)[-1])
+        for delta in ("0.1", "-0.1", "1"):  # exact decimal arithmetic: the child's moto is patched
+            values = {":d": {"N": delta}}
+            ddb.update_item(
+                TableName=table, Key=key("n"), UpdateExpression="ADD v :d", ExpressionAttributeValues=values
+            )
+        assert _get(ddb, table, key("n")) == {**key("n"), "v": {"N": "1"}}
+        gone = {**key("gone"), "expiration": {"N": str(int(time.time()) - 5)}}
+        ddb.put_item(TableName=table, Item=gone)
+        deadline = time.monotonic() + 10
+        while _get(ddb, table, key("gone")) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _get(ddb, table, key("gone")) is None
+        process = local.server._process
+    finally:
+        local.stop()
+    assert process.poll() is not None
