@@ -64,6 +64,8 @@ def item_kind(params: dict[str, Any]) -> str | None:
     for op in params.get("TransactItems", []):
         action: dict[str, Any] = next(iter(op.values()), {})
         keys += [action.get("Key"), action.get("Item")]
+    for request in params.get("RequestItems", {}).values():  # BatchGetItem
+        keys += request.get("Keys", [])
     for key in keys:
         value = (key or {}).get("id")
         if isinstance(value, dict):

@@ -45,6 +45,17 @@ def _pair(first: Any, last: Any) -> str | None:
     return None if first is None or last is None else f"{first} / {last}"
 
 
+def counts_over_target(entries: dict[str, Any]) -> list[tuple[str, str]]:
+    """The routes whose counted calls exceed their target (counts fail the bench; timings never do)."""
+    over = []
+    for route, r in entries.get("routes", {}).get("routes", {}).items():
+        if r.get("dynamodb_target") is not None and r["dynamodb_hot_path"] > r["dynamodb_target"]:
+            over.append((route, f"{r['dynamodb_hot_path']} DynamoDB calls (target {r['dynamodb_target']})"))
+        if r.get("breaker_reads_per_request"):
+            over.append((route, f"{r['breaker_reads_per_request']} breaker state reads (target 0)"))
+    return over
+
+
 def targets(entries: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     """(target, measured as, today's figure, goal) for every issue-15 target this run measured."""
     rows: list[tuple[str, str, Any, str]] = [
@@ -142,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in report["targets"]:
         value = "n/a" if row["value"] is None else row["value"]
         print(f"{row['target']:28} {row['measured_as']:44} {value!s:>16}  {row['goal']}")
+    for route, over in counts_over_target(report["entries"]):
+        print(f"FAILED: {route} makes {over} per request, above its target")
+        failed = True
     if names == ENTRIES:  # a partial run must not overwrite the committed figures
         OUT.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwritten to {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
