@@ -73,6 +73,22 @@ def failed_conditions(exc: ClientError) -> list[int]:
     return [i for i, reason in enumerate(reasons) if reason.get("Code") == "ConditionalCheckFailed"]
 
 
+def _conditional(
+    request: dict[str, Any],
+    condition: str | None,
+    names: Mapping[str, str] | None,
+    values: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """`request` with the condition and the expression's names and values it is given."""
+    if condition:
+        request["ConditionExpression"] = condition
+    if names:
+        request["ExpressionAttributeNames"] = dict(names)
+    if values:
+        request["ExpressionAttributeValues"] = to_ddb(values)
+    return request
+
+
 def key(item_id: str) -> dict[str, Any]:
     return {"id": {"S": item_id}}
 
@@ -104,12 +120,7 @@ class Table:
         self, item: Mapping[str, Any], *, condition: str | None = None, values: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """The parameters of one PutItem, as `put` sends them or a transaction's `Put`."""
-        request: dict[str, Any] = {"TableName": self.name, "Item": to_ddb(item)}
-        if condition:
-            request["ConditionExpression"] = condition
-        if values:
-            request["ExpressionAttributeValues"] = to_ddb(values)
-        return request
+        return _conditional({"TableName": self.name, "Item": to_ddb(item)}, condition, None, values)
 
     def put(
         self, item: Mapping[str, Any], *, condition: str | None = None, values: Mapping[str, Any] | None = None
@@ -129,14 +140,8 @@ class Table:
         values: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The parameters of one UpdateItem, as `update` sends them or a transaction's `Update`."""
-        request: dict[str, Any] = {"TableName": self.name, "Key": key(item_id), "UpdateExpression": expression}
-        if condition:
-            request["ConditionExpression"] = condition
-        if names:
-            request["ExpressionAttributeNames"] = dict(names)
-        if values:
-            request["ExpressionAttributeValues"] = to_ddb(values)
-        return request
+        request = {"TableName": self.name, "Key": key(item_id), "UpdateExpression": expression}
+        return _conditional(request, condition, names, values)
 
     def update(
         self,

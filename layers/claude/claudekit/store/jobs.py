@@ -211,13 +211,7 @@ class JobStore:
             {**values, **(_IN_FLIGHT_VALUES if leaving else {":f_out": "failed"})},
         )
         job["ExpressionAttributeNames"]["#s"] = "status"
-        counter = {
-            "TableName": self.table_name,
-            "Key": to_ddb(in_flight_key(owner)),
-            "UpdateExpression": "ADD jobs :n",
-            "ExpressionAttributeValues": to_ddb({":n": -1 if leaving else 1}),
-        }
-        return [{"Update": job}, {"Update": counter}]
+        return [{"Update": job}, {"Update": self._in_flight_update(owner, -1 if leaving else 1, None)}]
 
     def _finish(self, job_id: str, expression: str, condition: str, values: dict[str, Any], owner: str | None) -> bool:
         """A move to succeeded or failed: from queued or running it leaves flight (counted);
