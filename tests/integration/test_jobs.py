@@ -691,3 +691,22 @@ def test_jobs_run_under_the_plan_of_the_groups_they_were_posted_with(
     finally:
         monkeypatch.undo()
         reset_client()
+
+
+def test_a_queue_read_that_failed_is_read_again(local_aws: LocalAws) -> None:
+    """The redrive policy says which receive is a job's last: a failed read must not stand for the
+    container's life (every message would then be dropped instead of reaching the DLQ)."""
+    import boto3
+    from botocore.config import Config
+
+    from claudekit.store.jobs import queue_info, reset_clients
+
+    url = local_aws.physical["JobsQueue"]
+    reset_clients()
+    dead = boto3.client(
+        "sqs", endpoint_url="http://127.0.0.1:9", region_name="us-east-1", config=Config(retries={"max_attempts": 1})
+    )
+    assert queue_info(url, dead).max_receive_count is None
+    expected = int(local_aws.parameters["JobsMaxReceiveCount"])
+    assert queue_info(url, local_aws.client("sqs")).max_receive_count == expected
+    reset_clients()

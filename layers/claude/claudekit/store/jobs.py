@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from claudekit.settings import Settings
@@ -401,44 +400,37 @@ _queues_lock = threading.Lock()
 def queue_info(url: str, sqs: Any) -> QueueInfo:
     """maxReceiveCount from the queue's RedrivePolicy (None: no DLQ, so nothing is ever the last receive).
 
-    Read under a lock: the first invocations of a container arrive together, and one read serves all."""
+    Read under a lock: the first invocations of a container arrive together, and one read serves all.
+    A read that failed is not kept: the next invocation reads again."""
     with _queues_lock:
         info = _queues.get(url)
         if info is None:
-            info = _queues[url] = QueueInfo(url, _max_receive_count(url, sqs))
+            info, read = _read_queue_info(url, sqs)
+            if read:
+                _queues[url] = info
         return info
 
 
-def _max_receive_count(url: str, sqs: Any) -> int | None:
+def _read_queue_info(url: str, sqs: Any) -> tuple[QueueInfo, bool]:
+    """The queue's info, and whether it was read (False: SQS could not be asked)."""
     max_receive: int | None = None
     try:
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
         policy = attributes.get("RedrivePolicy")
         if policy:
             max_receive = int(json.loads(policy)["maxReceiveCount"])
-    except (ClientError, BotoCoreError, KeyError, ValueError):
+    except (ClientError, BotoCoreError):
+        logger.exception("could not read the queue's redrive policy")
+        return QueueInfo(url, None), False
+    except (KeyError, ValueError):
         logger.exception("could not read the queue's redrive policy")
     if max_receive is None:
         logger.error("jobs queue has no redrive policy: failed jobs cannot reach a dead-letter queue")
-    return max_receive
-
-
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def _aws(service: str) -> Any:
-    """One boto3 client per service and container (clients, unlike resources, are thread-safe)."""
-    with _clients_lock:
-        if service not in _clients:
-            _clients[service] = boto3.client(service)  # type: ignore[call-overload]
-        return _clients[service]
+    return QueueInfo(url, max_receive), True
 
 
 def reset_clients() -> None:
-    """Forget cached AWS clients and stores (tests and the local stack change endpoints)."""
-    with _clients_lock:
-        _clients.clear()
+    """Forget cached stores and queue attributes (tests and the local stack change endpoints)."""
     _stores.clear()
     _queues.clear()
 
