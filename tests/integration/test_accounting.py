@@ -236,6 +236,35 @@ class UnwritableLedger(Ledger):
         raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "UpdateItem")
 
 
+class LostAnswerLedger(Ledger):
+    """The real ledger, except that the first settlement's answer is lost (a timeout after
+    DynamoDB may have written it)."""
+
+    tokens: list[str | None] = []
+
+    def settle(self, *args: Any, token: str | None = None, **kwargs: Any) -> bool:
+        type(self).tokens.append(token)
+        if len(type(self).tokens) == 1:
+            raise ClientError({"Error": {"Code": "InternalServerError"}}, "TransactWriteItems")
+        return super().settle(*args, token=token, **kwargs)
+
+
+def test_every_attempt_of_a_settlement_carries_one_token(
+    settings_env: dict[str, str], sim: Simulator, user: str
+) -> None:
+    """DynamoDB applies a transaction once per ClientRequestToken: a retried settlement whose
+    first answer was lost must send the same token, or the call would be counted twice."""
+    settings = Settings()  # type: ignore[call-arg]
+    ledger = LostAnswerLedger(settings.table_name, rate_per_minute=100, daily_budget_usd=1.0)
+    LostAnswerLedger.tokens = []
+
+    ClaudeClient(settings, ledger=ledger).complete(generate(user, "Explain tokens.", max_tokens=50), Deadline.after(20))
+
+    first, second = LostAnswerLedger.tokens
+    assert first and first == second and len(first) <= 35  # room for the ledger's one-letter suffix
+    assert ledger.report(user)["requests"] == 1
+
+
 def test_an_answer_whose_usage_cannot_be_recorded_is_still_delivered(
     settings_env: dict[str, str], sim: Simulator, capsys: Any, caplog: pytest.LogCaptureFixture, user: str
 ) -> None:

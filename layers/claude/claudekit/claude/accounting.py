@@ -3,6 +3,7 @@ metrics and log lines of both outcomes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -151,13 +152,14 @@ class Accounting:
         except Exception:  # the settlement comes first: the rider's writes then go their own way
             logger.exception("writes riding on a settlement could not be built")
             also = []
+        token = uuid.uuid4().hex  # one for every attempt: a written settlement is never written twice
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(SETTLE_ATTEMPTS), wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True
             ):
                 with attempt:
                     written = self.ledger.settle(
-                        reservation, u, costs, feature=request.feature, model=result.model, also=also
+                        reservation, u, costs, feature=request.feature, model=result.model, also=also, token=token
                     )
             if rider is not None and also:
                 rider.written = written

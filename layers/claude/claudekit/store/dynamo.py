@@ -162,6 +162,8 @@ class Table:
         response = self.client.update_item(ReturnValues=returns, **request)
         return from_ddb(response.get("Attributes") or {})
 
-    def transact(self, updates: list[dict[str, Any]]) -> None:
-        """Several `update_request`s applied together or not at all (one round trip)."""
-        self.client.transact_write_items(TransactItems=[{"Update": update} for update in updates])
+    def transact(self, updates: list[dict[str, Any]], *, token: str | None = None) -> None:
+        """Several `update_request`s applied together or not at all (one round trip). `token`: the
+        ClientRequestToken, so a retry of a transaction that was written is not applied twice."""
+        extra = {"ClientRequestToken": token} if token else {}
+        self.client.transact_write_items(TransactItems=[{"Update": update} for update in updates], **extra)

@@ -181,7 +181,7 @@ class JobStore:
                 )
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+            if failed_conditions(exc):  # a conflict or a throttle is an error, not "not in flight"
                 return False
             raise
         return True

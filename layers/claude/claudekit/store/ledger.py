@@ -342,11 +342,14 @@ class Ledger:
         feature: str,
         model: str = "",
         also: Sequence[Mapping[str, Any]] = (),
+        token: str | None = None,
     ) -> bool:
         """Replace the reservation with what the call really cost, and count its tokens, in total
         and per feature (with what the call would have cost without caching and without routing);
         and add the call to the day's aggregate for the operator's report (per feature, per model,
-        per user), all in one transaction so a retried settle never counts a part twice.
+        per user), all in one transaction so a retried settle never counts a part twice: a caller
+        that retries passes the same `token` (32 characters at most) to every attempt, which
+        DynamoDB then applies once even if an earlier attempt's answer was lost.
 
         `also`: more TransactWriteItems entries written in the same transaction (a job's result
         with its status), so they cost no round trip of their own. The call was made whatever they
@@ -391,16 +394,19 @@ class Ledger:
             )
             for key, update in items
         ]
+        # A token names one payload: the settlement alone and with `also` each get their own.
+        alone, riding = (f"{token}a", f"{token}r") if token else (None, None)
         if not also:
-            self._table.transact(updates)
+            self._table.transact(updates, token=alone)
             return True
         try:
-            self._table.client.transact_write_items(TransactItems=[*({"Update": u} for u in updates), *also])
+            extra = {"ClientRequestToken": riding} if riding else {}
+            self._table.client.transact_write_items(TransactItems=[*({"Update": u} for u in updates), *also], **extra)
         except ClientError as exc:
             # The usage updates have no condition: a failed condition is one of `also`'s.
             if not failed_conditions(exc):
                 raise
-            self._table.transact(updates)
+            self._table.transact(updates, token=alone)
             return False
         return True
 
